@@ -1,0 +1,1 @@
+"""rnnserve: the HTTP service that serves the recurrent models in `models/`."""

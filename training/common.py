@@ -1,0 +1,48 @@
+"""What both training command lines share: arguments, device, seeding, where results go."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for weights, data order and noise")
+    parser.add_argument("--out", type=Path, default=Path("models"), help="model repository root")
+    parser.add_argument("--version", help="version folder to write (default: one past the newest)")
+    parser.add_argument("--report-dir", type=Path, help="where metrics and plots go (default reports/...)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--dry-run", action="store_true", help="train on a tiny slice, in seconds")
+    return parser
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda was asked for, but torch sees no CUDA device")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2) + "\n")

@@ -1,0 +1,113 @@
+"""The two recurrent networks. Each one's forward takes raw values and does its own normalisation,
+so the exported graphs carry their preprocessing and the service feeds them what clients send."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import torch
+from torch import nn
+
+# MNIST pixel statistics after scaling to [0, 1]; used inside DigitLSTM.forward and nowhere else.
+MNIST_MEAN: Final[float] = 0.1307
+MNIST_STD: Final[float] = 0.3081
+IMAGE_SIZE = 28
+NUM_CLASSES = 10
+
+
+class DigitLSTM(nn.Module):
+    """Reads a 28×28 image as 28 time steps of 28 pixels; classifies from the last step.
+
+    Input: raw pixels in [0, 255], white digit on black, shape (batch, 28, 28).
+    Output: logits of shape (batch, 10).
+    """
+
+    def __init__(self, hidden_size: int = 128, num_layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.lstm = nn.LSTM(IMAGE_SIZE, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout)
+        self.head = nn.Linear(hidden_size, NUM_CLASSES)
+        self.pixel_mean = 255.0 * MNIST_MEAN
+        self.pixel_std = 255.0 * MNIST_STD
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = (pixels - self.pixel_mean) / self.pixel_std
+        out, _ = self.lstm(x)
+        return self.head(out[:, -1, :])
+
+
+class DigitClassifier(nn.Module):
+    """What is exported: DigitLSTM plus the softmax, so the graph returns both logits and probabilities."""
+
+    def __init__(self, network: DigitLSTM) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.network(pixels)
+        return logits, torch.softmax(logits, dim=-1)
+
+
+class SeriesGRU(nn.Module):
+    """Forecasts the next `max_horizon` values of a series with a Gaussian interval for each.
+
+    Input: `series` and `mask`, shape (batch, time), time a multiple of `patch_size`; series
+    right-aligned, zero-padded on the left where mask is 0 (see `service.series.pad_left`).
+    Output: `mean` and `std` in the series' own units, shape (batch, max_horizon).
+
+    Inside the graph: a masked least-squares line is fitted to the window and removed; the residual
+    is scaled by its standard deviation and read by a GRU in patches of `patch_size` values; the head
+    predicts the residual's continuation and its spread, and the line is extrapolated back on top.
+    So the forecast moves with any affine change of the input (a·y + b), and a constant series
+    (zero residual) gives a finite, constant forecast.
+
+    The GRU has no bias: a zero patch leaves a zero state unchanged, so left padding cannot leak
+    into the answer. A series forecast alone or padded in a batch gives the same result.
+    """
+
+    def __init__(
+        self,
+        patch_size: int = 8,
+        hidden_size: int = 128,
+        num_layers: int = 2,
+        max_horizon: int = 128,
+    ) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.max_horizon = max_horizon
+        self.gru = nn.GRU(2 * patch_size, hidden_size, num_layers=num_layers, batch_first=True, bias=False)
+        self.head = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, 2 * max_horizon)
+        )
+
+    def forward(self, series: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, length = series.shape
+        # Time index relative to the newest value (0), so alignment does not depend on padding.
+        steps = torch.arange(length, dtype=series.dtype, device=series.device) - (length - 1)
+        count = mask.sum(dim=1, keepdim=True)
+        t_mean = (mask * steps).sum(dim=1, keepdim=True) / count
+        y_mean = (mask * series).sum(dim=1, keepdim=True) / count
+        t_centered = (steps - t_mean) * mask
+        y_centered = (series - y_mean) * mask
+        slope = (t_centered * y_centered).sum(dim=1, keepdim=True) / (t_centered * t_centered).sum(
+            dim=1, keepdim=True
+        ).clamp_min(1e-12)
+        residual = (y_centered - slope * t_centered) * mask
+        spread = torch.sqrt((residual * residual).sum(dim=1, keepdim=True) / count)
+        # A floor relative to the series' magnitude keeps a constant series finite without
+        # breaking scale invariance for any series that actually moves.
+        magnitude = y_mean.abs() + (slope * count).abs() + 1.0
+        scale = torch.maximum(spread, 1e-6 * magnitude)
+        z = residual / scale
+        features = torch.cat(
+            [z.reshape(batch, -1, self.patch_size), mask.reshape(batch, -1, self.patch_size)], dim=2
+        )
+        out, _ = self.gru(features)
+        raw = self.head(out[:, -1, :])
+        mu, log_sigma = raw[:, : self.max_horizon], raw[:, self.max_horizon :]
+        future = torch.arange(1, self.max_horizon + 1, dtype=series.dtype, device=series.device)
+        trend = y_mean + slope * (future - t_mean)
+        mean = trend + scale * mu
+        std = scale * (nn.functional.softplus(log_sigma) + 1e-3)
+        return mean, std
