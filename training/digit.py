@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,7 @@ def onnx_predictions(path: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate(predictions)
 
 
-def train(args: Any) -> None:
+def train(args: Any, argv: list[str]) -> None:
     device = pick_device(args.device)
     seed_everything(args.seed)
     try:
@@ -195,7 +196,7 @@ def train(args: Any) -> None:
         },
         "metrics": metrics,
     }
-    write_metadata(out_dir, metadata, "training.digit")
+    write_metadata(out_dir, metadata, "training.digit", argv)
 
     report_dir = args.report_dir or Path("reports") / NAME / version
     write_json(report_dir / "metrics.json", {"metrics": metrics, "history": history})
@@ -230,7 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
     setup_logging()
-    train(parser.parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    train(parser.parse_args(argv), argv)
 
 
 if __name__ == "__main__":

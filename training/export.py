@@ -8,7 +8,6 @@ import json
 import logging
 import platform
 import shlex
-import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,9 +66,9 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def command_line(module: str) -> str:
-    """The command that is running now, as `python -m <module> <its arguments>`."""
-    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in sys.argv[1:])])
+def command_line(module: str, argv: Sequence[str]) -> str:
+    """`python -m <module> <argv>`, quoted for a shell."""
+    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in argv)])
 
 
 def onnx_session(path: Path) -> Any:
@@ -141,7 +140,7 @@ def check_parity(out_dir: Path, module: nn.Module, cases: Sequence[Sequence[torc
     return worst
 
 
-def write_metadata(out_dir: Path, metadata: dict[str, Any], module: str) -> Path:
+def write_metadata(out_dir: Path, metadata: dict[str, Any], module: str, argv: Sequence[str]) -> Path:
     """Add file checksums, library versions and the creating command; write metadata.json."""
     files = {
         name: {"sha256": sha256_of(out_dir / name), "bytes": (out_dir / name).stat().st_size}
@@ -154,7 +153,7 @@ def write_metadata(out_dir: Path, metadata: dict[str, Any], module: str) -> Path
         "onnx_opset": OPSET,
         "files": files,
         "libraries": library_versions(),
-        "command": command_line(module),
+        "command": command_line(module, argv),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     path = out_dir / METADATA_FILE

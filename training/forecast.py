@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def plot_examples(path: Path, onnx_path: Path, context: int, patch: int) -> floa
     return seed_mae
 
 
-def train(args: Any) -> None:
+def train(args: Any, argv: list[str]) -> None:
     device = pick_device(args.device)
     seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -262,7 +263,7 @@ def train(args: Any) -> None:
         },
         "metrics": report,
     }
-    write_metadata(out_dir, metadata, "training.forecast")
+    write_metadata(out_dir, metadata, "training.forecast", argv)
     write_json(report_dir / "metrics.json", {"metrics": report, "history": history})
     plots.curves(report_dir / "curves.png", history, f"{NAME} v{version}")
     model = report["model"]
@@ -279,7 +280,7 @@ def train(args: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("Train and export the sine-series GRU forecaster.", epochs=20)
+    parser = base_parser("Train and export the sine-series GRU forecaster.", epochs=30)
     parser.add_argument("--steps-per-epoch", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -288,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-layers", type=int, default=2)
     parser.add_argument("--max-horizon", type=int, default=128)
     setup_logging()
-    train(parser.parse_args(argv))
+    argv = sys.argv[1:] if argv is None else argv
+    train(parser.parse_args(argv), argv)
 
 
 if __name__ == "__main__":

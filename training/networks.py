@@ -60,7 +60,7 @@ class SeriesGRU(nn.Module):
     is scaled by its standard deviation and read by a GRU in patches of `patch_size` values; the head
     predicts the residual's continuation and its spread, and the line is extrapolated back on top.
     So the forecast moves with any affine change of the input (a·y + b), and a constant series
-    (zero residual) gives a finite, constant forecast.
+    (zero residual) gives exactly that constant as its forecast.
 
     The GRU has no bias: a zero patch leaves a zero state unchanged, so left padding cannot leak
     into the answer. A series forecast alone or padded in a batch gives the same result.
@@ -77,8 +77,11 @@ class SeriesGRU(nn.Module):
         self.patch_size = patch_size
         self.max_horizon = max_horizon
         self.gru = nn.GRU(2 * patch_size, hidden_size, num_layers=num_layers, batch_first=True, bias=False)
-        self.head = nn.Sequential(
-            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, 2 * max_horizon)
+        self.mean_head = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, max_horizon)
+        )
+        self.spread_head = nn.Sequential(
+            nn.Linear(hidden_size, hidden_size), nn.GELU(), nn.Linear(hidden_size, max_horizon)
         )
 
     def forward(self, series: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,19 +98,24 @@ class SeriesGRU(nn.Module):
         ).clamp_min(1e-12)
         residual = (y_centered - slope * t_centered) * mask
         spread = torch.sqrt((residual * residual).sum(dim=1, keepdim=True) / count)
-        # A floor relative to the series' magnitude keeps a constant series finite without
-        # breaking scale invariance for any series that actually moves.
-        magnitude = y_mean.abs() + (slope * count).abs() + 1.0
-        scale = torch.maximum(spread, 1e-6 * magnitude)
+        # A series whose residual is below float32 resolution of its own magnitude (a constant or a
+        # straight line) has nothing for the GRU to read: its forecast is the line itself. The floor
+        # is relative, so scale invariance holds for every series that actually moves.
+        floor = 1e-6 * (y_mean.abs() + (slope * count).abs() + 1.0)
+        informative = spread > floor
+        scale = torch.where(informative, spread, floor)
         z = residual / scale
         features = torch.cat(
             [z.reshape(batch, -1, self.patch_size), mask.reshape(batch, -1, self.patch_size)], dim=2
         )
         out, _ = self.gru(features)
-        raw = self.head(out[:, -1, :])
-        mu, log_sigma = raw[:, : self.max_horizon], raw[:, self.max_horizon :]
+        state = out[:, -1, :]
+        mu = self.mean_head(state)
+        # The spread head learns from the state but does not shape it: the likelihood's gradient
+        # through the trunk stalled learning of the mean.
+        log_sigma = self.spread_head(state.detach())
         future = torch.arange(1, self.max_horizon + 1, dtype=series.dtype, device=series.device)
         trend = y_mean + slope * (future - t_mean)
-        mean = trend + scale * mu
+        mean = trend + torch.where(informative, scale * mu, torch.zeros_like(mu))
         std = scale * (nn.functional.softplus(log_sigma) + 1e-3)
         return mean, std
