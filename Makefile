@@ -7,13 +7,15 @@ export RNNSERVE_DATA_DIR ?= $(abspath ../shared/data)
 # Torch's OpenMP threads spin-wait by default, which starves everything else on a shared machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-dev serve test lint typecheck train-digit train-forecast clean
+.PHONY: help install install-dev serve loadtest test lint typecheck train-digit train-forecast clean check-containers container-tools
 
 help:
 	@echo "make serve           run the service on the committed models (127.0.0.1:8000)"
 	@echo "make test            lint, type-check and run the whole test suite"
+	@echo "make loadtest        latency and throughput of the service at concurrency 1 and 64"
 	@echo "make train-digit     train and export the digit LSTM into models/"
 	@echo "make train-forecast  train and export the series GRU into models/"
+	@echo "make check-containers  hadolint, docker-compose config for every profile, and the build-context test"
 
 $(VENV)/.serve-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +35,10 @@ install-dev: $(VENV)/.dev-installed
 serve: $(VENV)/.serve-installed
 	$(PY) -m service
 
+# Latency and throughput at concurrency 1 and 64 (README, Performance); starts its own server.
+loadtest: $(VENV)/.dev-installed
+	$(PY) scripts/loadtest.py --serve
+
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check service training tests
 	$(PY) -m ruff format --check service training tests
@@ -40,8 +46,20 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(PY) -m mypy
 
-test: lint typecheck
+test: lint typecheck container-tools
 	$(PY) -m pytest -ra
+
+# The container images, checked without a Docker engine (none runs here or in CI): tests/test_container.py
+# runs hadolint (dev extra), validates docker-compose.yml for every profile with Debian's docker-compose,
+# and installs and serves the .dockerignore-filtered build context. Part of `make test` as well.
+check-containers: container-tools $(VENV)/.dev-installed
+	$(PY) -m pytest -ra tests/test_container.py
+
+container-tools:
+	@command -v docker-compose >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "docker-compose is missing: sudo apt-get install docker-compose" >&2; exit 1; fi; \
+	  echo "installing Debian's docker-compose (it validates compose files without a Docker engine)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
 
 train-digit: $(VENV)/.dev-installed
 	$(PY) -m training.digit --data-dir $(RNNSERVE_DATA_DIR) --out models
