@@ -40,8 +40,8 @@ loadtest: $(VENV)/.dev-installed
 	$(PY) scripts/loadtest.py --serve
 
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check service training tests
-	$(PY) -m ruff format --check service training tests
+	$(PY) -m ruff check service training tests scripts
+	$(PY) -m ruff format --check service training tests scripts
 
 typecheck: $(VENV)/.dev-installed
 	$(PY) -m mypy

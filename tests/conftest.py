@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -56,3 +59,58 @@ def mnist_test_set(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return MODELS_DIR
+
+
+# The service: its settings and the real app, served over ASGI with its lifespan. The service is
+# imported inside the fixtures, so the training tests do not depend on it.
+
+if TYPE_CHECKING:
+    import httpx
+    from fastapi import FastAPI
+
+    from service.config import Settings
+
+    ServeApp = Callable[..., AbstractAsyncContextManager[tuple[FastAPI, httpx.AsyncClient]]]
+
+
+@pytest.fixture
+def service_settings(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Settings]:
+    """Settings for a test app: the committed models and the defaults, overridden by keyword.
+    No RNNSERVE_* variable of the caller's environment leaks in (RNNSERVE_DATA_DIR is the tests' own)."""
+    from service.config import Settings
+
+    for name in list(os.environ):
+        if name.startswith("RNNSERVE_") and name != "RNNSERVE_DATA_DIR":
+            monkeypatch.delenv(name)
+
+    def make(**overrides: Any) -> Settings:
+        return Settings(**{"model_dir": models_dir, **overrides})
+
+    return make
+
+
+@pytest.fixture
+def serve(service_settings: Callable[..., Settings]) -> ServeApp:
+    """`async with serve(max_delay_ms=5) as (app, client)`: the real app, started and stopped with its
+    lifespan, and an httpx client talking to it over ASGI."""
+    import httpx
+    from asgi_lifespan import LifespanManager
+
+    from service.app import create_app
+
+    @asynccontextmanager
+    async def running(**overrides: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+        app = create_app(service_settings(**overrides))
+        async with LifespanManager(app, startup_timeout=120, shutdown_timeout=60) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://rnnserve") as client:
+                yield app, client
+
+    return running
+
+
+@pytest.fixture
+async def api_client(serve: ServeApp) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the app with default settings on the committed models."""
+    async with serve() as (_, http):
+        yield http

@@ -11,7 +11,7 @@ import shlex
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +154,7 @@ def write_metadata(out_dir: Path, metadata: dict[str, Any], module: str, argv: S
         "files": files,
         "libraries": library_versions(),
         "command": command_line(module, argv),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     path = out_dir / METADATA_FILE
     path.write_text(json.dumps(document, indent=2) + "\n")

@@ -1,0 +1,41 @@
+"""The app factory: settings in, a FastAPI app out. Nothing is created at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.config import Settings
+from service.errors import install_error_handlers
+from service.metrics import ServiceMetrics
+from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from service.registry import ModelRegistry
+from service.routes import digits, forecasts, health, metrics, models
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    service_metrics = ServiceMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        registry = await ModelRegistry.open(settings, service_metrics)
+        try:
+            yield {"registry": registry}
+        finally:
+            await registry.close()
+
+    app = FastAPI(
+        title="rnnserve", summary="Recurrent models over HTTP, with dynamic batching", lifespan=lifespan
+    )
+    app.state.settings = settings
+    app.state.metrics = service_metrics
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
+    for routes in (digits, forecasts, models, health, metrics):
+        app.include_router(routes.router)
+    return app

@@ -1,0 +1,129 @@
+"""Every setting of the service, read once from `RNNSERVE_*` environment variables.
+
+`Settings` is the only place that reads the environment; everything else receives a `Settings` (or a
+part of it) as an argument.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+def default_model_dir() -> Path:
+    """The checkout's `models/` when the package runs from a source tree, else `./models`."""
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    return checkout if checkout.is_dir() else Path("models")
+
+
+class BatchingOverride(BaseModel):
+    """Batching settings for one model; a field left out falls back to the global setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_size: int | None = Field(default=None, ge=1)
+    max_delay_ms: float | None = Field(default=None, ge=0)
+    max_queue_size: int | None = Field(default=None, ge=1)
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The batching settings in force for one model."""
+
+    max_batch_size: int
+    max_delay_ms: float
+    max_queue_size: int
+    queue_timeout_s: float
+
+
+class Settings(BaseSettings):
+    """The service's settings; each field `x` is read from the environment variable `RNNSERVE_X`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RNNSERVE_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    host: str = Field(default="127.0.0.1", description="Address uvicorn binds to.")
+    port: int = Field(default=8000, ge=0, le=65535, description="TCP port uvicorn listens on.")
+    model_dir: Path = Field(
+        default_factory=default_model_dir,
+        description="Model repository holding <name>/<version>/ folders; the newest version is served.",
+    )
+    digit_model: str = Field(default="digit_lstm", description="Model behind POST /predict/digit.")
+    forecast_model: str = Field(default="sine_gru", description="Model behind POST /forecast.")
+    backend: Literal["onnx", "torchscript"] = Field(
+        default="onnx", description="onnx (ONNX Runtime) or torchscript (needs torch installed)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto picks CUDA when the runtime can use a GPU, else the CPU."
+    )
+    threads: int = Field(
+        default=0,
+        ge=0,
+        description="CPU threads per model call (ONNX Runtime intra-op threads, torch threads); "
+        "0 lets the runtime decide.",
+    )
+    max_batch_size: int = Field(default=64, ge=1, description="Most inputs merged into one model call.")
+    max_delay_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Extra wait for a batch to fill, counted from its oldest input. 0: a free model "
+        "starts at once, and inputs that arrive while it runs go together in the next call.",
+    )
+    max_queue_size: int = Field(
+        default=1024, ge=1, description="Inputs that may wait per model; beyond it requests get 429."
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="An input still queued after this long gets 504."
+    )
+    model_batching: dict[str, BatchingOverride] = Field(
+        default_factory=dict,
+        description="Per-model overrides of max_batch_size, max_delay_ms and max_queue_size, e.g. "
+        'RNNSERVE_MODEL_BATCHING=\'{"sine_gru": {"max_delay_ms": 2}}\' or '
+        "RNNSERVE_MODEL_BATCHING__SINE_GRU__MAX_DELAY_MS=2.",
+    )
+    max_body_bytes: int = Field(default=8 * MIB, ge=1, description="Larger request bodies get 413.")
+    max_inputs_per_request: int = Field(
+        default=256, ge=1, description='Most entries in one request\'s "inputs" list.'
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    log_format: Literal["json", "text"] = Field(
+        default="text", description="json: one JSON object per line; text: one readable line per record."
+    )
+    shutdown_timeout_s: int = Field(
+        default=10, ge=1, description="How long a stopping server waits for requests in flight."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_case_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _queues_hold_a_whole_request(self) -> Settings:
+        for name in [None, *self.model_batching]:
+            queue = self.batching_for(name).max_queue_size if name else self.max_queue_size
+            if queue < self.max_inputs_per_request:
+                where = f"model_batching.{name}.max_queue_size" if name else "max_queue_size"
+                raise ValueError(
+                    f"{where} ({queue}) is smaller than max_inputs_per_request "
+                    f"({self.max_inputs_per_request}): a full request could never be queued; "
+                    "raise the queue size or lower the per-request limit"
+                )
+        return self
+
+    def batching_for(self, model: str) -> BatchSettings:
+        """The batching settings for `model`: its overrides on top of the global ones."""
+        override = self.model_batching.get(model, BatchingOverride())
+        return BatchSettings(
+            max_batch_size=override.max_batch_size or self.max_batch_size,
+            max_delay_ms=self.max_delay_ms if override.max_delay_ms is None else override.max_delay_ms,
+            max_queue_size=override.max_queue_size or self.max_queue_size,
+            queue_timeout_s=self.queue_timeout_s,
+        )

@@ -1,0 +1,44 @@
+"""Typed access to what the app holds: settings and metrics (made by `create_app`) and the model
+registry (made by the lifespan)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.config import Settings
+from service.digits import DigitClassifier
+from service.forecasting import Forecaster
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_metrics(request: Request) -> ServiceMetrics:
+    metrics: ServiceMetrics = request.app.state.metrics
+    return metrics
+
+
+async def get_registry(request: Request) -> ModelRegistry:
+    registry: ModelRegistry = request.state.registry
+    return registry
+
+
+async def get_digit_classifier(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> DigitClassifier:
+    return registry.digit_classifier()
+
+
+async def get_forecaster(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> Forecaster:
+    return registry.forecaster()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+DigitClassifierDep = Annotated[DigitClassifier, Depends(get_digit_classifier)]
+ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]

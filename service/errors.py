@@ -1,0 +1,106 @@
+"""The service's failures and the one place that maps each to an HTTP status code.
+
+Every error answer has the same shape: `{"detail": "<what was wrong and how to fix it>"}`, plus
+`"errors": [{"loc": ..., "msg": ...}]` when the body failed validation in several places.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+
+from service.responses import JSONBytesResponse
+
+logger = logging.getLogger(__name__)
+
+
+class ServiceError(Exception):
+    """A failure with a status code and a message meant for the client."""
+
+    status_code: ClassVar[int] = 500
+    headers: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed HTTP, but its content cannot be served as it is."""
+
+    status_code = 422
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+
+
+class Overloaded(ServiceError):
+    """The model's queue is full: the client should retry later."""
+
+    status_code = 429
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+
+class ShuttingDown(ServiceError):
+    status_code = 503
+
+
+class ModelNotReady(ServiceError):
+    status_code = 503
+
+
+class QueueTimeout(ServiceError):
+    """An input waited in the queue longer than `queue_timeout_s`."""
+
+    status_code = 504
+
+
+class InferenceFailed(ServiceError):
+    """The model itself failed on a batch: a fault of the service, not of the request."""
+
+    status_code = 500
+
+
+class ClientDisconnected(Exception):
+    """The client went away before its answer was ready; nobody reads the response."""
+
+
+# nginx's code for "client closed request": it shows in logs and metrics, never on the wire.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def error_response(status_code: int, message: str, **extra: Any) -> JSONBytesResponse:
+    return JSONBytesResponse({"detail": message, **extra}, status_code=status_code)
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    if exc.status_code >= 500:
+        logger.warning("%s: %s", type(exc).__name__, exc.message)
+    extra = {"errors": exc.errors} if exc.errors else {}
+    response = error_response(exc.status_code, exc.message, **extra)
+    response.headers.update(exc.headers)
+    return response
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()]
+    summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+    return error_response(422, summary, errors=errors)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(ClientDisconnected, _client_disconnected)
+    app.add_exception_handler(RequestValidationError, _request_validation)

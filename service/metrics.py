@@ -1,0 +1,84 @@
+"""Prometheus metrics, kept in a registry of the app's own (so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class BatcherMetrics:
+    """The metrics one model's batcher updates, already labelled with the model's name."""
+
+    batch_size: Histogram
+    queue_depth: Gauge
+    queue_wait: Histogram
+    inference_time: Histogram
+    cancelled: Counter
+    rejected_overloaded: Counter
+    rejected_timeout: Counter
+    rejected_shutdown: Counter
+
+
+class ServiceMetrics:
+    """Every metric the service exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "rnnserve_http_requests", "HTTP requests answered, by route, method and status code.",
+            ["route", "method", "status"], registry=r,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "rnnserve_http_request_duration_seconds", "Time from request to response, by route.",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "rnnserve_batch_size", "Inputs per model call.", ["model"], buckets=BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.queue_depth = Gauge(
+            "rnnserve_queue_depth", "Inputs waiting for a model call.", ["model"], registry=r
+        )
+        self.queue_wait = Histogram(
+            "rnnserve_queue_wait_seconds", "Time an input waits before its model call starts.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_time = Histogram(
+            "rnnserve_inference_duration_seconds", "Duration of one model call (a whole batch).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.cancelled = Counter(
+            "rnnserve_cancelled_inputs", "Queued inputs skipped because their client went away.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.rejected = Counter(
+            "rnnserve_rejected_inputs", "Inputs refused or dropped: overloaded (429), timeout (504), "
+            "shutdown (503).", ["model", "reason"], registry=r,
+        )  # fmt: skip
+        self.model_ready = Gauge(
+            "rnnserve_model_ready", "1 when the model is loaded and warmed up, else 0.", ["model"], registry=r
+        )
+        self.model_info = Gauge(
+            "rnnserve_model_info", "The model version served and where it runs (always 1).",
+            ["model", "version", "backend", "provider", "device"], registry=r,
+        )  # fmt: skip
+
+    def for_batcher(self, model: str) -> BatcherMetrics:
+        return BatcherMetrics(
+            batch_size=self.batch_size.labels(model),
+            queue_depth=self.queue_depth.labels(model),
+            queue_wait=self.queue_wait.labels(model),
+            inference_time=self.inference_time.labels(model),
+            cancelled=self.cancelled.labels(model),
+            rejected_overloaded=self.rejected.labels(model, "overloaded"),
+            rejected_timeout=self.rejected.labels(model, "timeout"),
+            rejected_shutdown=self.rejected.labels(model, "shutdown"),
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,99 @@
+"""ASGI middleware: request ids, request logs and metrics, and the request body limit."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge
+from service.logs import request_id
+from service.metrics import ServiceMetrics
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (the client's X-Request-ID when it is sane, else a new one), returns it
+    as a header, makes it part of every log record, and logs and counts the request when it ends."""
+
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
+        rid = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app fails before it answers
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, rid)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            # Route templates, not raw paths, keep the metrics' label values few.
+            path = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.metrics.requests.labels(path, method, str(status)).inc()
+            self.metrics.latency.labels(path, method).observe(elapsed)
+            logger.info(
+                "%s %s", method, scope["path"],
+                extra={"request_id": rid, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+            )  # fmt: skip
+            request_id.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over `max_body_bytes` (413), by their Content-Length or as they stream.
+
+    The error is raised where the app reads the body, so the app's error handler answers it.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+                raise self._too_large(int(declared))
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise self._too_large(received)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    def _too_large(self, size: int) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"the request body has {size:,} bytes or more; the limit is {self.max_body_bytes:,} "
+            "(RNNSERVE_MAX_BODY_BYTES): send fewer inputs per request"
+        )

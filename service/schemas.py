@@ -1,0 +1,370 @@
+"""The JSON contract: request bodies (validated into numpy arrays) and answers (for the API docs).
+
+Field names are fixed: clients rely on them. A body that does not validate becomes `InvalidInput`
+(422) whose message names each field at fault and says what it should hold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    Strict,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from service.errors import InvalidInput
+
+IMAGE_SIDE = 28
+DEFAULT_LEVELS = (80.0, 95.0)
+MAX_LEVELS = 10
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    return PydanticCustomError("invalid_value", "{message}", {"message": message})
+
+
+def _number_array(value: Any) -> np.ndarray:
+    """A JSON list (of lists) of numbers as float64, or a clear error."""
+    if not isinstance(value, list):
+        raise _invalid(f"must be a JSON list of numbers, not {type(value).__name__}")
+    try:
+        array = np.array(value)
+    except (ValueError, OverflowError):
+        raise _invalid("must be a list of numbers, or of equally long rows of numbers") from None
+    if array.size and array.dtype.kind not in "iuf":
+        raise _invalid("must hold numbers only: no strings, booleans, nulls or objects")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise _invalid("must hold finite numbers: found NaN or infinity")
+    return array
+
+
+def _pixels(value: Any) -> np.ndarray:
+    array = _number_array(value)
+    if array.shape not in ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,)):
+        got = f"{len(array)} numbers" if array.ndim == 1 else f"an array of shape {array.shape}"
+        raise _invalid(f"must be 28 rows of 28 numbers, or 784 numbers; got {got}")
+    low, high = float(array.min()), float(array.max())
+    if low < 0 or high > 255:
+        raise _invalid(
+            f"values must lie in 0–255 (raw values, white digit on black as in MNIST; not "
+            f"normalised); found values from {low:g} to {high:g}"
+        )
+    return array.reshape(IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
+
+
+def _series(value: Any) -> np.ndarray:
+    array = _number_array(value)
+    if array.ndim != 1:
+        raise _invalid(f"must be a flat list of numbers; got an array of shape {array.shape}")
+    if array.size and float(np.abs(array).max()) > FLOAT32_MAX:
+        raise _invalid(f"values must lie within ±{FLOAT32_MAX:.3g} (float32); rescale the series")
+    return array.astype(np.float32)
+
+
+Pixels = Annotated[
+    np.ndarray,
+    PlainValidator(_pixels),
+    WithJsonSchema(
+        {
+            "description": "28 rows of 28 numbers, or 784 numbers: raw pixel values in 0–255, "
+            "white digit on black (MNIST convention).",
+            "anyOf": [
+                {"type": "array", "items": {"type": "number"}, "minItems": 784, "maxItems": 784},
+                {
+                    "type": "array",
+                    "items": {"type": "array", "items": {"type": "number"}, "minItems": 28, "maxItems": 28},
+                    "minItems": 28,
+                    "maxItems": 28,
+                },
+            ],
+        }
+    ),
+]
+Series = Annotated[
+    np.ndarray,
+    PlainValidator(_series),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {"type": "number"},
+            "description": "Finite numbers, oldest first; the model's metadata sets the allowed length "
+            "(16 to 4,096 for sine_gru).",
+        }
+    ),
+]
+Image = Annotated[
+    str,
+    Field(description="Base64 of a PNG, JPEG, BMP or WebP file (a data: URL also works)."),
+]
+Horizon = Annotated[int, Strict(), Field(description="How many steps to forecast (1 to 128 for sine_gru).")]
+Levels = Annotated[
+    list[float],
+    Field(description="Central prediction-interval levels in percent, each strictly between 0 and 100."),
+]
+
+
+def _exactly_one(data: Any, fields: tuple[str, ...], allowed: tuple[str, ...], example: str) -> Any:
+    """The check every request body starts with: a JSON object giving exactly one of `fields`."""
+    choices = " or ".join(f'"{f}"' for f in fields)
+    if not isinstance(data, dict):
+        raise _invalid(f"must be a JSON object with {choices}, e.g. {example}")
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise _invalid(
+            f"unknown field(s) {', '.join(map(repr, unknown))}: this body takes "
+            f"{', '.join(map(repr, allowed))}, e.g. {example}"
+        )
+    given = [f for f in fields if data.get(f) is not None]
+    if len(given) != 1:
+        found = f"got {' and '.join(given)}" if given else "got none of them"
+        raise _invalid(f"send exactly one of {choices}; {found}")
+    return data
+
+
+DIGIT_EXAMPLE = '{"pixels": [[0, ...28 values], ...28 rows]} or {"image": "<base64 PNG>"}'
+FORECAST_EXAMPLE = '{"series": [1.0, 2.0, ...], "horizon": 32}'
+
+
+class DigitInput(BaseModel):
+    """One image: raw pixels or an image file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pixels: Pixels | None = None
+    image: Image | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        return _exactly_one(data, ("pixels", "image"), ("pixels", "image"), DIGIT_EXAMPLE)
+
+
+class DigitRequest(BaseModel):
+    """Body of POST /predict/digit: one image (`pixels` or `image`), or many (`inputs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pixels: Pixels | None = None
+    image: Image | None = None
+    inputs: list[DigitInput] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        return _exactly_one(data, ("pixels", "image", "inputs"), ("pixels", "image", "inputs"), DIGIT_EXAMPLE)
+
+    def items(self) -> list[DigitInput]:
+        """The request's images in order, whichever form it used."""
+        if self.inputs is not None:
+            return self.inputs
+        return [DigitInput.model_construct(pixels=self.pixels, image=self.image)]
+
+
+def _check_levels(levels: list[float] | None) -> list[float] | None:
+    if levels is None:
+        return None
+    if not 1 <= len(levels) <= MAX_LEVELS:
+        raise _invalid(f"must list 1 to {MAX_LEVELS} percentages; got {len(levels)}")
+    for level in levels:
+        if not (math.isfinite(level) and 0 < level < 100):
+            raise _invalid(f"each level must be a percentage strictly between 0 and 100; got {level:g}")
+    if len({level_key(level) for level in levels}) != len(levels):
+        raise _invalid("must not repeat a value")
+    return levels
+
+
+def level_key(level: float) -> str:
+    """How a level names its interval in the answer: 80 -> "80", 97.5 -> "97.5"."""
+    return str(int(level)) if float(level).is_integer() else repr(float(level))
+
+
+class ForecastInput(BaseModel):
+    """One series to forecast."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: Series
+    horizon: Horizon
+    levels: Levels | None = None
+
+    @field_validator("levels")
+    @classmethod
+    def _valid_levels(cls, levels: list[float] | None) -> list[float] | None:
+        return _check_levels(levels)
+
+
+class ForecastRequest(BaseModel):
+    """Body of POST /forecast: one series with its `horizon`, or many (`inputs`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    series: Series | None = None
+    horizon: Horizon | None = None
+    levels: Levels | None = None
+    inputs: list[ForecastInput] | None = Field(default=None, min_length=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _valid_levels(cls, levels: list[float] | None) -> list[float] | None:
+        return _check_levels(levels)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        return _exactly_one(
+            data, ("series", "inputs"), ("series", "horizon", "levels", "inputs"), FORECAST_EXAMPLE
+        )
+
+    @model_validator(mode="after")
+    def _horizon_beside_series(self) -> ForecastRequest:
+        if self.inputs is not None and (self.horizon is not None or self.levels is not None):
+            raise _invalid('with "inputs", give "horizon" and "levels" inside each entry of inputs')
+        if self.series is not None and self.horizon is None:
+            raise _invalid('"horizon" is required: how many steps to forecast')
+        return self
+
+    def items(self) -> list[ForecastInput]:
+        """The request's series in order, whichever form it used."""
+        if self.inputs is not None:
+            return self.inputs
+        assert self.series is not None and self.horizon is not None
+        return [ForecastInput.model_construct(series=self.series, horizon=self.horizon, levels=self.levels)]
+
+
+# Answers. The routes build them as plain dicts holding float32 arrays; these models document them.
+
+
+class DigitPrediction(BaseModel):
+    digit: int = Field(description="The most probable digit.")
+    confidence: float = Field(description="Its probability.")
+    probabilities: list[float] = Field(description="Probability of each digit 0–9.")
+    model: str
+    version: str
+
+
+class DigitPredictions(BaseModel):
+    predictions: list[DigitPrediction] = Field(description="One per entry of inputs, in order.")
+
+
+class Interval(BaseModel):
+    lower: list[float]
+    upper: list[float]
+
+
+class Forecast(BaseModel):
+    forecast: list[float] = Field(description="The expected next `horizon` values.")
+    intervals: dict[str, Interval] = Field(description='Per level, e.g. "80" and "95".')
+    model: str
+    version: str
+
+
+class Forecasts(BaseModel):
+    forecasts: list[Forecast] = Field(description="One per entry of inputs, in order.")
+
+
+class ErrorItem(BaseModel):
+    loc: str
+    msg: str
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="What was wrong and how to fix it.")
+    errors: list[ErrorItem] | None = None
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        413: "The body is larger than RNNSERVE_MAX_BODY_BYTES.",
+        422: "The input cannot be served as it is; the message says what to fix.",
+        429: "The model's queue is full; retry after a second.",
+        503: "The model is not loaded, or the service is shutting down.",
+        504: "The input waited longer than RNNSERVE_QUEUE_TIMEOUT_S.",
+    }.items()
+}
+
+_FRIENDLIER = {
+    "missing": "is required",
+    "extra_forbidden": "is not a field here: remove it",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "too_short": "must not be empty",
+}
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    """pydantic's errors as `{"loc": "inputs[2].pixels", "msg": ...}`, in plain words."""
+    errors = []
+    for error in exc.errors(include_url=False, include_input=False):
+        if error["type"] == "json_invalid":
+            reason = error.get("ctx", {}).get("error", error["msg"])
+            errors.append(
+                {"loc": "body", "msg": f"the body is not valid JSON ({reason}): send a JSON object"}
+            )
+            continue
+        errors.append({"loc": _location(error["loc"]), "msg": _FRIENDLIER.get(error["type"], error["msg"])})
+    return errors
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse_body(model: type[Model], body: bytes) -> Model:
+    """Validate a JSON body into `model`, or raise `InvalidInput` listing what to fix."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = validation_errors(exc)
+        raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors) from None
+
+
+def openapi_request_body(model: type[BaseModel], *, with_upload: bool = False) -> dict[str, Any]:
+    """`openapi_extra` documenting a body that a route reads itself (JSON, or a multipart `file`)."""
+    content: dict[str, Any] = {"application/json": {"schema": _inline_refs(model.model_json_schema())}}
+    if with_upload:
+        content["multipart/form-data"] = {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        }
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    return dict(resolve(schema))
