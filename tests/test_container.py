@@ -19,10 +19,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import pytest
 import yaml
 from e2b_dockerfile_utils import DockerfileInstruction, PatternMatcher, ShellLex, parse_dockerfile_ast
+from serving import free_port, wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO_ROOT / "Dockerfile"
@@ -319,12 +318,6 @@ def test_compose_services_are_set_up_for_production(dockerfile: Dockerfile) -> N
 # ---- the context builds and serves ---------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def _newest_version(model: str) -> str:
     return max((p.name for p in (REPO_ROOT / "models" / model).iterdir() if p.name.isdigit()), key=int)
 
@@ -345,20 +338,6 @@ class RunningImage:
         lines = self.log.read_text(errors="replace").splitlines()
         shown = lines if len(lines) <= 40 else [*lines[:25], "...", *lines[-15:]]
         return "\n".join(shown)
-
-
-def _wait_until_ready(image: RunningImage) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if image.process.poll() is not None:
-            pytest.fail(f"the image's CMD exited with {image.process.returncode}:\n{image.output()}")
-        try:
-            if httpx.get(f"{image.url}/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"not ready after {SERVER_START_TIMEOUT_S:.0f} s:\n{image.output()}")
 
 
 @pytest.fixture(scope="module")
@@ -398,7 +377,7 @@ def running_image(
     remap = {"opt": image_root / "opt", "app": image_root / "app"}
     env = image_environment(dockerfile, TARGET, remap)
     assert env["RNNSERVE_HOST"] == "0.0.0.0", "the image must listen on all interfaces"
-    port = _free_port()
+    port = free_port()
     env |= {"RNNSERVE_HOST": "127.0.0.1", "RNNSERVE_PORT": str(port)}  # overridden as `docker run -e` would
     cmd = dockerfile.stages[TARGET].all("CMD")[-1].args
     executable = shutil.which(cmd[0], path=env["PATH"])
@@ -409,7 +388,7 @@ def running_image(
         process = subprocess.Popen([executable, *cmd[1:]], cwd=cwd, env=env, stdout=sink, stderr=sink)
     image = RunningImage(f"http://127.0.0.1:{port}", env, cwd, image_root, process, log)
     try:
-        _wait_until_ready(image)
+        wait_until_ready(image.url, process, image.output, SERVER_START_TIMEOUT_S)
         yield image
     finally:
         if process.poll() is None:

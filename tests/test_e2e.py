@@ -7,10 +7,8 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from serving import free_port, wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -66,19 +59,7 @@ def service(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
             text=True,
         )
     running = RunningService(f"http://127.0.0.1:{port}", process, log_path)
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the service exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{running.url}/health/ready", timeout=5).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the service was not ready within 120 s:\n{log_path.read_text()}")
-        time.sleep(0.2)
+    wait_until_ready(running.url, process, log_path.read_text)
     yield running
     running.stop()
 

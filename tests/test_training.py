@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from service.repository import sha256_of
 from service.series import pad_left, recent_window
 from training import digit, forecast
-from training.export import TensorSpec, check_parity, export_model, onnx_session, sha256_of
+from training.export import TensorSpec, check_parity, export_model, onnx_session
 from training.networks import DigitClassifier, DigitLSTM, SeriesGRU
 
 TOLERANCE = 1e-5

@@ -3,7 +3,6 @@ model.pt (TorchScript) and a metadata.json that describes them and carries their
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import platform
@@ -18,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from service.repository import sha256_of
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +38,6 @@ class TensorSpec:
 
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape), "meaning": self.meaning}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def next_version(model_root: Path) -> str:
