@@ -12,7 +12,7 @@ import torch
 from service.repository import sha256_of
 from service.series import pad_left, recent_window
 from training import digit, forecast
-from training.export import TensorSpec, check_parity, export_model, onnx_session
+from training.export import check_parity, export_model, onnx_session
 from training.networks import DigitClassifier, DigitLSTM, SeriesGRU
 
 TOLERANCE = 1e-5
@@ -116,8 +116,18 @@ def test_export_parity_detects_a_different_model(tmp_path: Path) -> None:
         check_parity(tmp_path, other, [(torch.rand(3, 28, 28) * 255,)])
 
 
-def test_tensor_spec_marks_dynamic_axes() -> None:
-    assert TensorSpec("x", ("batch", "time"), "m").as_json()["shape"] == ["batch", "time"]
+@pytest.mark.parametrize(
+    ("name", "dynamic"), [("digit_lstm", {"pixels": [0]}), ("sine_gru", {"series": [0, 1], "mask": [0, 1]})]
+)
+def test_committed_onnx_declares_its_dynamic_axes(models_dir: Path, name: str, dynamic: dict) -> None:
+    """The batch axis (and the forecaster's time axis) are named, not fixed to the export example."""
+    model_dir = _committed(models_dir, name)
+    metadata = json.loads((model_dir / "metadata.json").read_text())
+    declared = {i["name"]: i["shape"] for i in metadata["inputs"]}
+    for graph_input in onnx_session(model_dir / "model.onnx").get_inputs():
+        named = [axis for axis, size in enumerate(graph_input.shape) if isinstance(size, str)]
+        assert named == dynamic[graph_input.name]
+        assert [str(s) for s in graph_input.shape] == [str(s) for s in declared[graph_input.name]]
 
 
 # --- the committed model repository ---------------------------------------------------------------
@@ -153,7 +163,8 @@ def test_committed_digit_model_accuracy(
 
 def test_committed_forecaster_meets_targets(models_dir: Path) -> None:
     model_dir = _committed(models_dir, "sine_gru")
-    report = forecast.evaluate(model_dir / "model.onnx", forecast.CONTEXT_LENGTH, 8)
+    config = json.loads((model_dir / "metadata.json").read_text())["config"]
+    report = forecast.evaluate(model_dir / "model.onnx", config["context_length"], config["patch_size"])
     model = report["model"]
     assert report["protocol"]["series"] >= 200
     assert model["mae"] <= 0.20

@@ -207,7 +207,9 @@ def train(args: Any, argv: list[str]) -> None:
     version = args.version or next_version(args.out / NAME)
     out_dir = args.out / NAME / version
     generator = torch.Generator().manual_seed(args.seed)
-    example = tuple(torch.from_numpy(a) for a in pad_left([np.linspace(0, 1, 40, dtype=np.float32)], 8))
+    example = tuple(
+        torch.from_numpy(a) for a in pad_left([np.linspace(0, 1, 40, dtype=np.float32)], args.patch_size)
+    )
     export_model(network, example, INPUTS, outputs(args.max_horizon), out_dir)
     parity_cases = []
     for batch, lengths in ((1, [16]), (1, [256]), (37, [16, 100, 256, 37])):
