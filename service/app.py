@@ -13,7 +13,10 @@ from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelRegistry
-from service.routes import digits, forecasts, health, metrics, models
+from service.routes import health, metrics, models
+from service.routes.common import DirectRoutes, document
+from service.routes.digits import PredictDigit
+from service.routes.forecasts import ForecastSeries
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -34,8 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = service_metrics
     install_error_handlers(app)
+    # The prediction routes, nearly all the traffic, are answered ahead of the framework's routing.
+    predictions = [PredictDigit(settings), ForecastSeries(settings)]
+    app.add_middleware(DirectRoutes, routes=predictions)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
-    for routes in (digits, forecasts, models, health, metrics):
+    for routes in (models, health, metrics):
         app.include_router(routes.router)
+    document(app, predictions)
     return app

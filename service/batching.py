@@ -1,16 +1,17 @@
 """Dynamic batching: inputs waiting for the same model are merged into one model call.
 
-One `Batcher` per model. Requests put ready-to-stack inputs in its queue and await their futures; a
-single loop takes up to `max_batch_size` inputs at a time and runs the model on them in the batcher's
-own worker thread, so the event loop never waits for the model.
+One `Batcher` per model. A request puts its ready-to-stack inputs in the queue as one entry with one
+future, and awaits it; a single loop takes up to `max_batch_size` inputs at a time, from as many
+entries as it needs (a long request may be split over several calls), and runs the model on them in
+the batcher's own worker thread, so the event loop never waits for the model.
 
 When the model is free, an input is dispatched at once (no added latency when idle). While a model
 call runs, new inputs accumulate and go together in the next call. `max_delay_ms` (default 0) may
 add a short wait for a batch to fill, counted from the arrival of its oldest input.
 
-Every queued future is resolved exactly once, on every path: with its output, with the model's
+Every queued future is resolved exactly once, on every path: with its outputs, with the model's
 error, with `QueueTimeout` when it waited too long, or with `ShuttingDown`. Futures cancelled by
-their request (the client went away) are skipped before the batch is built, and counted.
+their request (the client went away) are skipped before the batch is built, and their inputs counted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from service.errors import InferenceFailed, Overloaded, QueueTimeout, ShuttingDown
@@ -35,13 +36,20 @@ OutputT = TypeVar("OutputT")
 
 
 @dataclass(eq=False)
-class QueuedInput(Generic[InputT, OutputT]):
-    """One input waiting for a model call."""
+class QueuedRequest(Generic[InputT, OutputT]):
+    """One request's inputs waiting for model calls, and the future that gets all their outputs."""
 
-    tensor: InputT
-    future: asyncio.Future[OutputT]
+    inputs: Sequence[InputT]
+    future: asyncio.Future[list[OutputT]]
     queued_at: float
     deadline: float
+    taken: int = 0
+    """How many of `inputs` have been handed to model calls so far."""
+    outputs: list[OutputT] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.inputs) - self.taken
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,10 @@ class BatchPolicy:
     max_delay_s: float
     max_queue_size: int
     queue_timeout_s: float
+
+
+# A slice of one request that goes into a model call: (request, first input, end).
+Part = tuple[QueuedRequest[InputT, OutputT], int, int]
 
 
 class Batcher(Generic[InputT, OutputT]):
@@ -66,7 +78,8 @@ class Batcher(Generic[InputT, OutputT]):
         self.run_batch = run_batch
         self.policy = policy
         self.metrics = metrics
-        self._queue: collections.deque[QueuedInput[InputT, OutputT]] = collections.deque()
+        self._queue: collections.deque[QueuedRequest[InputT, OutputT]] = collections.deque()
+        self._depth = 0  # inputs queued and not yet taken by a model call
         self._arrived = asyncio.Event()
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -79,40 +92,40 @@ class Batcher(Generic[InputT, OutputT]):
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        """Inputs waiting for a model call."""
+        return self._depth
 
     @property
     def serving(self) -> bool:
         """True while the loop runs and takes new inputs."""
         return self._loop_task is not None and not self._loop_task.done() and not self._closing
 
-    async def submit_many(self, tensors: Sequence[InputT]) -> list[OutputT]:
+    async def submit_many(self, inputs: Sequence[InputT]) -> list[OutputT]:
         """Queue every input of one request and wait for all their outputs, in order.
 
         Raises `Overloaded` when they do not all fit in the queue (none is queued then), `ShuttingDown`
         once the batcher is closing, and whatever error the model call or the queue produced. If the
-        caller is cancelled, its queued inputs are cancelled too and skipped by the loop.
+        caller is cancelled, its inputs not yet computed are skipped by the loop.
         """
         if self._closing:
-            self.metrics.rejected_shutdown.inc(len(tensors))
+            self.metrics.rejected_shutdown.inc(len(inputs))
             raise ShuttingDown(f"the service is shutting down: model {self.name} takes no new inputs")
-        if len(self._queue) + len(tensors) > self.policy.max_queue_size:
-            self.metrics.rejected_overloaded.inc(len(tensors))
+        if self._depth + len(inputs) > self.policy.max_queue_size:
+            self.metrics.rejected_overloaded.inc(len(inputs))
             raise Overloaded(
-                f"model {self.name} has {len(self._queue)} inputs waiting (the limit is "
+                f"model {self.name} has {self._depth} inputs waiting (the limit is "
                 f"{self.policy.max_queue_size}): retry shortly"
             )
-        loop = asyncio.get_running_loop()
+        if not inputs:
+            return []
         now = time.monotonic()
-        futures: list[asyncio.Future[OutputT]] = []
-        for tensor in tensors:
-            future: asyncio.Future[OutputT] = loop.create_future()
-            self._queue.append(QueuedInput(tensor, future, now, now + self.policy.queue_timeout_s))
-            futures.append(future)
-        self.metrics.queue_depth.set(len(self._queue))
+        future: asyncio.Future[list[OutputT]] = asyncio.get_running_loop().create_future()
+        self._queue.append(QueuedRequest(inputs, future, now, now + self.policy.queue_timeout_s))
+        self._depth += len(inputs)
+        self.metrics.queue_depth.set(self._depth)
         self._arrived.set()
-        # Cancelling the gather cancels every future in it, which the loop then skips.
-        return list(await asyncio.gather(*futures))
+        # Cancelling the caller cancels the future, which the loop then skips.
+        return await future
 
     async def close(self) -> None:
         """Stop taking inputs, let the model call in progress finish, and fail whatever still waits."""
@@ -146,7 +159,7 @@ class Batcher(Generic[InputT, OutputT]):
 
     async def _waited_for_more(self) -> bool:
         """With a max_delay, wait (once) until the batch is full or its oldest input's delay is over."""
-        if self.policy.max_delay_s <= 0 or len(self._queue) >= self.policy.max_batch_size:
+        if self.policy.max_delay_s <= 0 or self._depth >= self.policy.max_batch_size:
             return False
         remaining = self._queue[0].queued_at + self.policy.max_delay_s - time.monotonic()
         if remaining <= 0:
@@ -156,66 +169,85 @@ class Batcher(Generic[InputT, OutputT]):
             await asyncio.wait_for(self._arrived.wait(), remaining)
         return True
 
-    def _take_batch(self) -> list[QueuedInput[InputT, OutputT]]:
-        batch: list[QueuedInput[InputT, OutputT]] = []
+    def _take_batch(self) -> list[Part[InputT, OutputT]]:
+        parts: list[Part[InputT, OutputT]] = []
+        room = self.policy.max_batch_size
         now = time.monotonic()
-        while self._queue and len(batch) < self.policy.max_batch_size:
-            item = self._queue.popleft()
-            if item.future.cancelled():
-                self.metrics.cancelled.inc()
-            elif now >= item.deadline:
-                self.metrics.rejected_timeout.inc()
-                waited = now - item.queued_at
-                self._fail(
-                    item,
+        while self._queue and room:
+            request = self._queue[0]
+            if request.future.done():  # cancelled by its client, or failed by an earlier part
+                self._drop(request)
+                if request.future.cancelled():
+                    self.metrics.cancelled.inc(request.waiting)
+                continue
+            if request.taken == 0 and now >= request.deadline:
+                self._drop(request)
+                self.metrics.rejected_timeout.inc(request.waiting)
+                request.future.set_exception(
                     QueueTimeout(
-                        f"the input waited {waited:.1f} s for model {self.name} (the limit is "
-                        f"{self.policy.queue_timeout_s} s): the service is overloaded, retry later"
-                    ),
+                        f"the input waited {now - request.queued_at:.1f} s for model {self.name} (the "
+                        f"limit is {self.policy.queue_timeout_s} s): the service is overloaded, retry later"
+                    )
                 )
-            else:
-                batch.append(item)
-        self.metrics.queue_depth.set(len(self._queue))
-        return batch
+                continue
+            if request.taken == 0:
+                self.metrics.queue_wait.observe(now - request.queued_at)
+            count = min(room, request.waiting)
+            parts.append((request, request.taken, request.taken + count))
+            request.taken += count
+            self._depth -= count
+            room -= count
+            if not request.waiting:
+                self._queue.popleft()
+        self.metrics.queue_depth.set(self._depth)
+        return parts
 
-    async def _run(self, batch: list[QueuedInput[InputT, OutputT]]) -> None:
+    def _drop(self, request: QueuedRequest[InputT, OutputT]) -> None:
+        """Remove the request at the head of the queue, with its inputs not yet taken."""
+        self._queue.popleft()
+        self._depth -= request.waiting
+
+    async def _run(self, parts: list[Part[InputT, OutputT]]) -> None:
         started = time.monotonic()
-        for item in batch:
-            self.metrics.queue_wait.observe(started - item.queued_at)
-        self.metrics.batch_size.observe(len(batch))
+        inputs = [x for request, first, end in parts for x in request.inputs[first:end]]
+        self.metrics.batch_size.observe(len(inputs))
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self.run_batch, [i.tensor for i in batch])
-            if len(outputs) != len(batch):
-                raise RuntimeError(f"it returned {len(outputs)} outputs for a batch of {len(batch)} inputs")
+            outputs = await loop.run_in_executor(self._executor, self.run_batch, inputs)
+            if len(outputs) != len(inputs):
+                raise RuntimeError(f"it returned {len(outputs)} outputs for a batch of {len(inputs)} inputs")
         except asyncio.CancelledError:
-            for item in batch:
-                self._fail(item, ShuttingDown(f"model {self.name} was stopped mid-call"))
+            for request, _, _ in parts:
+                self._fail(request, ShuttingDown(f"model {self.name} was stopped mid-call"))
             raise
         except Exception as exc:
-            logger.exception("model %s failed on a batch of %d inputs", self.name, len(batch))
-            for item in batch:
-                self._fail(item, InferenceFailed(f"model {self.name} failed: {exc}"))
+            logger.exception("model %s failed on a batch of %d inputs", self.name, len(inputs))
+            for request, _, _ in parts:
+                self._fail(request, InferenceFailed(f"model {self.name} failed: {exc}"))
             return
         finally:
             self.metrics.inference_time.observe(time.monotonic() - started)
-        for item, output in zip(batch, outputs, strict=True):
-            if not item.future.done():
-                item.future.set_result(output)
+        offset = 0
+        for request, first, end in parts:
+            request.outputs.extend(outputs[offset : offset + end - first])
+            offset += end - first
+            if len(request.outputs) == len(request.inputs) and not request.future.done():
+                request.future.set_result(request.outputs)
 
     @staticmethod
-    def _fail(item: QueuedInput[InputT, OutputT], error: Exception) -> None:
-        if not item.future.done():  # done: cancelled by its request in the meantime
-            item.future.set_exception(error)
+    def _fail(request: QueuedRequest[InputT, OutputT], error: Exception) -> None:
+        if not request.future.done():  # done: cancelled by its request in the meantime
+            request.future.set_exception(error)
 
     def _fail_waiting(self) -> None:
         while self._queue:
-            item = self._queue.popleft()
-            if item.future.cancelled():
-                self.metrics.cancelled.inc()
-            elif not item.future.done():
-                self.metrics.rejected_shutdown.inc()
-                item.future.set_exception(
+            request = self._queue.popleft()
+            if request.future.cancelled():
+                self.metrics.cancelled.inc(request.waiting)
+            elif not request.future.done():
+                self.metrics.rejected_shutdown.inc(request.waiting)
+                request.future.set_exception(
                     ShuttingDown(f"the service shut down before model {self.name} ran this input")
                 )
+        self._depth = 0
         self.metrics.queue_depth.set(0)

@@ -11,6 +11,9 @@ from service.served import ServedModel
 
 NUM_CLASSES = 10
 
+Images = list[np.ndarray] | np.ndarray
+"""28×28 float32 images: a list of them, or one (n, 28, 28) array."""
+
 
 class DigitClassifier(ServedModel[np.ndarray, np.ndarray]):
     """Serves a `digit-classification` model: input `pixels` (batch, 28, 28), output `probabilities`."""
@@ -30,9 +33,9 @@ class DigitClassifier(ServedModel[np.ndarray, np.ndarray]):
     def sample_input(self) -> np.ndarray:
         return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
 
-    async def classify(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+    async def classify(self, images: Images) -> list[dict[str, Any]]:
         """One prediction per 28×28 float32 image, in order, computed in batches with other requests'."""
-        rows = await self.batcher.submit_many(images)
+        rows = await self.batcher.submit_many(list(images))
         return [self.prediction(row) for row in rows]
 
     def prediction(self, probabilities: np.ndarray) -> dict[str, Any]:

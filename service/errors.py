@@ -40,6 +40,10 @@ class PayloadTooLarge(ServiceError):
     status_code = 413
 
 
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+
+
 class Overloaded(ServiceError):
     """The model's queue is full: the client should retry later."""
 
@@ -79,12 +83,16 @@ def error_response(status_code: int, message: str, **extra: Any) -> JSONBytesRes
     return JSONBytesResponse({"detail": message, **extra}, status_code=status_code)
 
 
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
+def error_content(exc: ServiceError) -> dict[str, Any]:
+    """The body of the answer to `exc` (its status code and headers are on the class); logs 5xx."""
     if exc.status_code >= 500:
         logger.warning("%s: %s", type(exc).__name__, exc.message)
-    extra = {"errors": exc.errors} if exc.errors else {}
-    response = error_response(exc.status_code, exc.message, **extra)
+    return {"detail": exc.message, "errors": exc.errors} if exc.errors else {"detail": exc.message}
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    response = JSONBytesResponse(error_content(exc), status_code=exc.status_code)
     response.headers.update(exc.headers)
     return response
 

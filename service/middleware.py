@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.errors import PayloadTooLarge
+from service.headers import header
 from service.logs import request_id
 from service.metrics import ServiceMetrics
 
@@ -27,13 +30,18 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # New ids are this process's random prefix and a counter: unique, and cheaper than a uuid4.
+        self._id_prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+        self._counted: dict[tuple[str, str, str], Callable[[], None]] = {}
+        self._timed: dict[tuple[str, str], Callable[[float], None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
-        rid = given if _SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        given = header(scope, b"x-request-id")
+        rid = given if given and _SAFE_REQUEST_ID.fullmatch(given) else self._new_id()
         token = request_id.set(rid)
         started = time.perf_counter()
         status = 500  # what the client gets if the app fails before it answers
@@ -53,13 +61,30 @@ class RequestContextMiddleware:
             # Route templates, not raw paths, keep the metrics' label values few.
             path = getattr(route, "path", "unmatched")
             method = scope["method"]
-            self.metrics.requests.labels(path, method, str(status)).inc()
-            self.metrics.latency.labels(path, method).observe(elapsed)
-            logger.info(
-                "%s %s", method, scope["path"],
-                extra={"request_id": rid, "status": status, "duration_ms": round(elapsed * 1000, 2)},
-            )  # fmt: skip
+            self._count(path, method, str(status))
+            self._time(path, method, elapsed)
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "%s %s", method, scope["path"],
+                    extra={"request_id": rid, "status": status, "duration_ms": round(elapsed * 1000, 2)},
+                )  # fmt: skip
             request_id.reset(token)
+
+    def _new_id(self) -> str:
+        return f"{self._id_prefix}{next(self._counter):016x}"
+
+    def _count(self, route: str, method: str, status: str) -> None:
+        """Count a request; the labelled counters are looked up once, not on every request."""
+        key = (route, method, status)
+        if key not in self._counted:
+            self._counted[key] = self.metrics.requests.labels(*key).inc
+        self._counted[key]()
+
+    def _time(self, route: str, method: str, seconds: float) -> None:
+        key = (route, method)
+        if key not in self._timed:
+            self._timed[key] = self.metrics.latency.labels(*key).observe
+        self._timed[key](seconds)
 
 
 class BodyLimitMiddleware:
@@ -76,12 +101,12 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = header(scope, b"content-length")
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            if declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise self._too_large(int(declared))
             message = await receive()
             if message["type"] == "http.request":

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     PlainValidator,
     Strict,
+    TypeAdapter,
     ValidationError,
     WithJsonSchema,
     field_validator,
@@ -36,7 +37,7 @@ def _invalid(message: str) -> PydanticCustomError:
 
 
 def _number_array(value: Any) -> np.ndarray:
-    """A JSON list (of lists) of numbers as float64, or a clear error."""
+    """A JSON list (of lists) of finite numbers as an integer or float array, or a clear error."""
     if not isinstance(value, list):
         raise _invalid(f"must be a JSON list of numbers, not {type(value).__name__}")
     try:
@@ -45,13 +46,13 @@ def _number_array(value: Any) -> np.ndarray:
         raise _invalid("must be a list of numbers, or of equally long rows of numbers") from None
     if array.size and array.dtype.kind not in "iuf":
         raise _invalid("must hold numbers only: no strings, booleans, nulls or objects")
-    array = array.astype(np.float64)
-    if not np.isfinite(array).all():
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise _invalid("must hold finite numbers: found NaN or infinity")
     return array
 
 
-def _pixels(value: Any) -> np.ndarray:
+def pixels(value: Any) -> np.ndarray:
+    """28×28 float32 raw pixel values from a JSON list of 28 rows of 28 numbers, or of 784 numbers."""
     array = _number_array(value)
     if array.shape not in ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,)):
         got = f"{len(array)} numbers" if array.ndim == 1 else f"an array of shape {array.shape}"
@@ -65,8 +66,9 @@ def _pixels(value: Any) -> np.ndarray:
     return array.reshape(IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
 
 
-def _series(value: Any) -> np.ndarray:
-    array = _number_array(value)
+def series(value: Any) -> np.ndarray:
+    """A 1-D float32 series from a JSON list of numbers that float32 can hold."""
+    array = _number_array(value).astype(np.float64)
     if array.ndim != 1:
         raise _invalid(f"must be a flat list of numbers; got an array of shape {array.shape}")
     if array.size and float(np.abs(array).max()) > FLOAT32_MAX:
@@ -76,7 +78,7 @@ def _series(value: Any) -> np.ndarray:
 
 Pixels = Annotated[
     np.ndarray,
-    PlainValidator(_pixels),
+    PlainValidator(pixels),
     WithJsonSchema(
         {
             "description": "28 rows of 28 numbers, or 784 numbers: raw pixel values in 0–255, "
@@ -95,7 +97,7 @@ Pixels = Annotated[
 ]
 Series = Annotated[
     np.ndarray,
-    PlainValidator(_series),
+    PlainValidator(series),
     WithJsonSchema(
         {
             "type": "array",
@@ -173,7 +175,7 @@ class DigitRequest(BaseModel):
         return [DigitInput.model_construct(pixels=self.pixels, image=self.image)]
 
 
-def _check_levels(levels: list[float] | None) -> list[float] | None:
+def check_levels(levels: list[float] | None) -> list[float] | None:
     if levels is None:
         return None
     if not 1 <= len(levels) <= MAX_LEVELS:
@@ -203,7 +205,7 @@ class ForecastInput(BaseModel):
     @field_validator("levels")
     @classmethod
     def _valid_levels(cls, levels: list[float] | None) -> list[float] | None:
-        return _check_levels(levels)
+        return check_levels(levels)
 
 
 class ForecastRequest(BaseModel):
@@ -219,7 +221,7 @@ class ForecastRequest(BaseModel):
     @field_validator("levels")
     @classmethod
     def _valid_levels(cls, levels: list[float] | None) -> list[float] | None:
-        return _check_levels(levels)
+        return check_levels(levels)
 
     @model_validator(mode="before")
     @classmethod
@@ -285,15 +287,13 @@ class ErrorBody(BaseModel):
     errors: list[ErrorItem] | None = None
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": text}
-    for code, text in {
-        413: "The body is larger than RNNSERVE_MAX_BODY_BYTES.",
-        422: "The input cannot be served as it is; the message says what to fix.",
-        429: "The model's queue is full; retry after a second.",
-        503: "The model is not loaded, or the service is shutting down.",
-        504: "The input waited longer than RNNSERVE_QUEUE_TIMEOUT_S.",
-    }.items()
+ERROR_DESCRIPTIONS = {
+    413: "The body is larger than RNNSERVE_MAX_BODY_BYTES.",
+    415: "The Content-Type is not one this route reads.",
+    422: "The input cannot be served as it is; the message says what to fix.",
+    429: "The model's queue is full; retry after a second.",
+    503: "The model is not loaded, or the service is shutting down.",
+    504: "The input waited longer than RNNSERVE_QUEUE_TIMEOUT_S.",
 }
 
 _FRIENDLIER = {
@@ -341,18 +341,36 @@ def parse_body(model: type[Model], body: bytes) -> Model:
         raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors) from None
 
 
-def openapi_request_body(model: type[BaseModel], *, with_upload: bool = False) -> dict[str, Any]:
-    """`openapi_extra` documenting a body that a route reads itself (JSON, or a multipart `file`)."""
-    content: dict[str, Any] = {"application/json": {"schema": _inline_refs(model.model_json_schema())}}
-    if with_upload:
-        content["multipart/form-data"] = {
-            "schema": {
-                "type": "object",
-                "properties": {"file": {"type": "string", "format": "binary"}},
-                "required": ["file"],
-            }
+BINARY_IMAGE = {"schema": {"type": "string", "format": "binary"}}
+
+
+def openapi_operation(
+    summary: str,
+    description: str,
+    request: type[BaseModel],
+    answers: Any,
+    binary: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The OpenAPI operation of a POST route that reads its body itself: a JSON `request` (and
+    `binary` bodies by content type) answered with one of `answers`, or an error."""
+    content: dict[str, Any] = {"application/json": {"schema": _inline_refs(request.model_json_schema())}}
+    content.update(binary or {})
+    responses: dict[str, Any] = {
+        "200": {
+            "description": "Successful Response",
+            "content": {"application/json": {"schema": _inline_refs(TypeAdapter(answers).json_schema())}},
         }
-    return {"requestBody": {"required": True, "content": content}}
+    }
+    for code, text in ERROR_DESCRIPTIONS.items():
+        schema = _inline_refs(ErrorBody.model_json_schema())
+        responses[str(code)] = {"description": text, "content": {"application/json": {"schema": schema}}}
+    return {
+        "tags": ["predictions"],
+        "summary": summary,
+        "description": description,
+        "requestBody": {"required": True, "content": content},
+        "responses": responses,
+    }
 
 
 def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:

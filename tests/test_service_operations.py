@@ -173,10 +173,18 @@ def test_configure_logging_sends_json_lines_to_stderr(capsys: pytest.CaptureFixt
     assert lines[1]["logger"] == "uvicorn.error"
 
 
-async def test_the_api_docs_describe_both_request_forms(api_client: httpx.AsyncClient) -> None:
+async def test_the_api_docs_describe_every_request_form(api_client: httpx.AsyncClient) -> None:
     spec = (await api_client.get("/openapi.json")).json()
     digit = spec["paths"]["/predict/digit"]["post"]
-    assert set(digit["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert set(digit["requestBody"]["content"]) == {
+        "application/json",
+        "multipart/form-data",
+        "application/octet-stream",
+        "image/png",
+        "image/jpeg",
+        "image/webp",
+        "image/bmp",
+    }
     assert set(digit["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
         "pixels",
         "image",

@@ -1,73 +1,97 @@
-"""POST /predict/digit: one image or many, as pixels, base64 image files or a multipart upload."""
+"""POST /predict/digit: one image or many, as JSON pixels, base64 or raw image files, uint8 pixels, or
+a multipart upload."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.types import Receive, Scope
 
-from service.deps import DigitClassifierDep, SettingsDep
+from service.codecs import (
+    IMAGE_TYPES,
+    MULTIPART,
+    OCTET_STREAM,
+    DigitItem,
+    check_digit_media_type,
+    digit_items_from_json,
+    media_type,
+    pixels_from_octets,
+)
+from service.digits import Images
 from service.errors import InvalidInput
+from service.headers import header
 from service.imaging import decode_base64, image_to_pixels
-from service.responses import JSONBytesResponse
-from service.routes.common import check_count, unless_disconnected
-from service.schemas import (
-    ERROR_RESPONSES,
-    DigitInput,
-    DigitPrediction,
-    DigitPredictions,
-    DigitRequest,
-    openapi_request_body,
-    parse_body,
-)
-
-router = APIRouter(tags=["predictions"])
+from service.registry import ModelRegistry
+from service.routes.common import DirectRoute, check_count, read_body, unless_disconnected
+from service.schemas import BINARY_IMAGE, DigitPrediction, DigitPredictions, DigitRequest, openapi_operation
 
 
-@router.post(
-    "/predict/digit",
-    summary="Classify handwritten digits",
-    description="One image as `pixels` (28×28 or 784 raw values, white on black) or `image` (base64 "
-    "PNG/JPEG/BMP/WebP), many as `inputs`, or a multipart upload of one file in field `file`.",
-    response_model=DigitPrediction | DigitPredictions,
-    responses=ERROR_RESPONSES,
-    openapi_extra=openapi_request_body(DigitRequest, with_upload=True),
-)
-async def predict_digit(
-    request: Request, classifier: DigitClassifierDep, settings: SettingsDep
-) -> JSONBytesResponse:
-    images, many = await read_images(request, settings.max_inputs_per_request)
-    predictions = await unless_disconnected(request, classifier.classify(images))
-    return JSONBytesResponse({"predictions": predictions} if many else predictions[0])
+class PredictDigit(DirectRoute):
+    path = "/predict/digit"
+    openapi = openapi_operation(
+        "Classify handwritten digits",
+        "One image as JSON `pixels` (28×28 or 784 raw values, white on black) or `image` (base64 "
+        "PNG/JPEG/BMP/WebP), many as `inputs`; or the image file itself as the body (Content-Type "
+        "image/png, image/jpeg, image/webp or image/bmp); or n×784 uint8 pixels as "
+        "application/octet-stream (row-major, white on black; answered with `predictions`); or a "
+        "multipart upload of one file in field `file`.",
+        DigitRequest,
+        DigitPrediction | DigitPredictions,
+        {
+            **{kind: BINARY_IMAGE for kind in IMAGE_TYPES},
+            OCTET_STREAM: BINARY_IMAGE,
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+        },
+    )
+
+    async def answer(self, scope: Scope, receive: Receive, registry: ModelRegistry) -> Any:
+        classifier = registry.digit_classifier()
+        images, many = await self.read_images(scope, receive)
+        predictions = await unless_disconnected(receive, classifier.classify(images))
+        return {"predictions": predictions} if many else predictions[0]
+
+    async def read_images(self, scope: Scope, receive: Receive) -> tuple[Images, bool]:
+        """The request's images, and whether it asked for a list of answers."""
+        kind = media_type(header(scope, b"content-type"))
+        if kind == MULTIPART:
+            upload = await read_upload(Request(scope, receive))
+            return [await asyncio.to_thread(image_to_pixels, upload)], False
+        body = await read_body(receive)
+        if kind in IMAGE_TYPES:
+            return [await asyncio.to_thread(image_to_pixels, body)], False
+        if kind == OCTET_STREAM:
+            images = pixels_from_octets(body)
+            check_count(len(images), self.settings.max_inputs_per_request)
+            return images, True
+        check_digit_media_type(kind)
+        items, many = digit_items_from_json(body)
+        check_count(len(items), self.settings.max_inputs_per_request)
+        if all(isinstance(item, np.ndarray) for item in items):
+            return items, many  # type: ignore[return-value]  # every item is pixels
+        # Image files take a while to decode: keep that off the event loop.
+        return await asyncio.to_thread(to_pixels, items, many), many
 
 
-async def read_images(request: Request, max_inputs: int) -> tuple[list[np.ndarray], bool]:
-    """The request's images as 28×28 float32 pixels, and whether it asked for a list of answers."""
-    if request.headers.get("content-type", "").startswith("multipart/form-data"):
-        return [await asyncio.to_thread(image_to_pixels, await read_upload(request))], False
-    body = parse_body(DigitRequest, await request.body())
-    items = body.items()
-    check_count(len(items), max_inputs)
-    many = body.inputs is not None
-    if all(item.pixels is not None for item in items):
-        return [item.pixels for item in items if item.pixels is not None], many
-    # Image files take a while to decode: keep that off the event loop.
-    return await asyncio.to_thread(to_pixels, items, many), many
-
-
-def to_pixels(items: list[DigitInput], many: bool) -> list[np.ndarray]:
+def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:
     """Each input's pixels, decoding its image file if it sent one; an error names the input."""
     images = []
     for index, item in enumerate(items):
-        if item.pixels is not None:
-            images.append(item.pixels)
+        if isinstance(item, np.ndarray):
+            images.append(item)
             continue
-        assert item.image is not None
         try:
-            images.append(image_to_pixels(decode_base64(item.image)))
+            images.append(image_to_pixels(decode_base64(item)))
         except InvalidInput as exc:
             raise InvalidInput(f"inputs[{index}].{exc.message}" if many else exc.message) from None
     return images

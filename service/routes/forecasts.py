@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Any
 
-from service.deps import ForecasterDep, SettingsDep
-from service.responses import JSONBytesResponse
-from service.routes.common import check_count, unless_disconnected
-from service.schemas import (
-    ERROR_RESPONSES,
-    Forecast,
-    ForecastRequest,
-    Forecasts,
-    openapi_request_body,
-    parse_body,
-)
+from starlette.types import Receive, Scope
 
-router = APIRouter(tags=["predictions"])
+from service.codecs import forecast_items_from_json
+from service.registry import ModelRegistry
+from service.routes.common import DirectRoute, check_count, read_body, unless_disconnected
+from service.schemas import Forecast, ForecastRequest, Forecasts, openapi_operation
 
 
-@router.post(
-    "/forecast",
-    summary="Forecast series, with prediction intervals",
-    description="One series as `series` with `horizon` (and optional `levels`, default [80, 95]), or "
-    "many as `inputs`, each with its own length, horizon and levels.",
-    response_model=Forecast | Forecasts,
-    responses=ERROR_RESPONSES,
-    openapi_extra=openapi_request_body(ForecastRequest),
-)
-async def forecast(request: Request, forecaster: ForecasterDep, settings: SettingsDep) -> JSONBytesResponse:
-    body = parse_body(ForecastRequest, await request.body())
-    items = body.items()
-    check_count(len(items), settings.max_inputs_per_request)
-    many = body.inputs is not None
-    queries = [
-        forecaster.prepare(item.series, item.horizon, item.levels, f"inputs[{i}]." if many else "")
-        for i, item in enumerate(items)
-    ]
-    answers = await unless_disconnected(request, forecaster.forecast(queries))
-    return JSONBytesResponse({"forecasts": answers} if many else answers[0])
+class ForecastSeries(DirectRoute):
+    path = "/forecast"
+    openapi = openapi_operation(
+        "Forecast series, with prediction intervals",
+        "One series as `series` with `horizon` (and optional `levels`, default [80, 95]), or many as "
+        "`inputs`, each with its own length, horizon and levels.",
+        ForecastRequest,
+        Forecast | Forecasts,
+    )
+
+    async def answer(self, scope: Scope, receive: Receive, registry: ModelRegistry) -> Any:
+        forecaster = registry.forecaster()
+        items, many = forecast_items_from_json(await read_body(receive))
+        check_count(len(items), self.settings.max_inputs_per_request)
+        queries = [
+            forecaster.prepare(item.series, item.horizon, item.levels, f"inputs[{i}]." if many else "")
+            for i, item in enumerate(items)
+        ]
+        answers = await unless_disconnected(receive, forecaster.forecast(queries))
+        return {"forecasts": answers} if many else answers[0]

@@ -42,6 +42,9 @@ class OnnxRuntime:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only; a CUDA fallback is reported below
+        # Idle intra-op threads sleep instead of spinning: spinning threads take the CPU that the
+        # HTTP side of the service needs between model calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(artifact.file), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types, all Exceptions
