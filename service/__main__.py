@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
 from service.config import Settings
 from service.logs import configure_logging
+from service.server import serve
 
 
 def main() -> None:
@@ -22,14 +21,7 @@ def main() -> None:
         )
         sys.exit(f"invalid configuration:\n{problems}")
     configure_logging(settings.log_level, settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,  # RequestContextMiddleware logs each request, with its id
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-    )
+    serve(settings)
 
 
 if __name__ == "__main__":

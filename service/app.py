@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.config import Settings
+from service.engine.client import RemoteRegistry
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.registry import ModelRegistry
+from service.registry import ModelRegistry, Registry
 from service.routes import health, metrics, models
 from service.routes.common import DirectRoutes, document
 from service.routes.digits import PredictDigit
@@ -21,11 +22,15 @@ from service.routes.forecasts import ForecastSeries
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    service_metrics = ServiceMetrics()
+    service_metrics = ServiceMetrics(settings.multiprocess_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        registry = await ModelRegistry.open(settings, service_metrics)
+        registry: Registry
+        if settings.engine_address:  # an HTTP worker: the models run in the model engine
+            registry = await RemoteRegistry.open(settings)
+        else:
+            registry = await ModelRegistry.open(settings, service_metrics)
         try:
             yield {"registry": registry}
         finally:

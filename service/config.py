@@ -99,6 +99,26 @@ class Settings(BaseSettings):
     shutdown_timeout_s: int = Field(
         default=10, ge=1, description="How long a stopping server waits for requests in flight."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="HTTP worker processes. More than one uses more cores for parsing and answering; "
+        "see `engine` for where their models run.",
+    )
+    engine: Literal["auto", "inline", "process"] = Field(
+        default="auto",
+        description="Where the models run. inline: in each HTTP worker, which batches its own requests. "
+        "process: in one model engine process that batches the inputs of every worker together, the "
+        "way to keep one GPU busy from several workers. auto: process with several workers on a GPU, "
+        "else inline.",
+    )
+    # Set by the server for the processes it starts, not by users.
+    engine_address: str = Field(
+        default="", description="Internal: the model engine's ZeroMQ address, for an HTTP worker."
+    )
+    multiprocess_dir: Path | None = Field(
+        default=None, description="Internal: where every process of the service writes its metrics."
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -117,6 +137,12 @@ class Settings(BaseSettings):
                     "raise the queue size or lower the per-request limit"
                 )
         return self
+
+    def engine_mode(self, gpu_available: bool) -> Literal["inline", "process"]:
+        """`engine` with auto resolved: `gpu_available` says whether the models would run on a GPU."""
+        if self.engine != "auto":
+            return self.engine
+        return "process" if self.workers > 1 and gpu_available and self.device != "cpu" else "inline"
 
     def batching_for(self, model: str) -> BatchSettings:
         """The batching settings for `model`: its overrides on top of the global ones."""

@@ -11,7 +11,7 @@ from service.config import Settings
 from service.digits import DigitClassifier
 from service.forecasting import Forecaster
 from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry
+from service.registry import Registry
 
 
 async def get_settings(request: Request) -> Settings:
@@ -24,21 +24,21 @@ async def get_metrics(request: Request) -> ServiceMetrics:
     return metrics
 
 
-async def get_registry(request: Request) -> ModelRegistry:
-    registry: ModelRegistry = request.state.registry
+async def get_registry(request: Request) -> Registry:
+    registry: Registry = request.state.registry
     return registry
 
 
-async def get_digit_classifier(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> DigitClassifier:
+async def get_digit_classifier(registry: Annotated[Registry, Depends(get_registry)]) -> DigitClassifier:
     return registry.digit_classifier()
 
 
-async def get_forecaster(registry: Annotated[ModelRegistry, Depends(get_registry)]) -> Forecaster:
+async def get_forecaster(registry: Annotated[Registry, Depends(get_registry)]) -> Forecaster:
     return registry.forecaster()
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
-RegistryDep = Annotated[ModelRegistry, Depends(get_registry)]
+RegistryDep = Annotated[Registry, Depends(get_registry)]
 DigitClassifierDep = Annotated[DigitClassifier, Depends(get_digit_classifier)]
 ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]

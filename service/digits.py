@@ -35,7 +35,7 @@ class DigitClassifier(ServedModel[np.ndarray, np.ndarray]):
 
     async def classify(self, images: Images) -> list[dict[str, Any]]:
         """One prediction per 28×28 float32 image, in order, computed in batches with other requests'."""
-        rows = await self.batcher.submit_many(list(images))
+        rows = await self.queue.submit_many(list(images))
         return [self.prediction(row) for row in rows]
 
     def prediction(self, probabilities: np.ndarray) -> dict[str, Any]:

@@ -15,14 +15,13 @@ import numpy as np
 
 from service.config import BatchSettings
 from service.errors import InvalidInput
-from service.metrics import BatcherMetrics
 from service.repository import ModelArtifact
-from service.runtimes import Runtime
 from service.schemas import DEFAULT_LEVELS, level_key
 from service.series import interval, pad_left, recent_window
 from service.served import ServedModel
 
-Moments = tuple[np.ndarray, np.ndarray]
+Moments = np.ndarray
+"""A forecast's mean and std, stacked: (2, max_horizon)."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +41,13 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
     input_names = ("series", "mask")
     output_names = ("mean", "std")
 
-    def __init__(
-        self, artifact: ModelArtifact, runtime: Runtime, batching: BatchSettings, metrics: BatcherMetrics
-    ) -> None:
+    def __init__(self, artifact: ModelArtifact, batching: BatchSettings) -> None:
         self.context_length = artifact.config("context_length")
         self.patch_size = artifact.config("patch_size")
         self.max_horizon = artifact.config("max_horizon")
         self.min_length = artifact.config("min_length")
         self.max_length = artifact.config("max_length")
-        super().__init__(artifact, runtime, batching, metrics)
+        super().__init__(artifact, batching)
 
     def prepare(
         self, series: np.ndarray, horizon: int, levels: Sequence[float] | None, where: str
@@ -75,7 +72,7 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         expected = (len(inputs), self.max_horizon)
         if mean.shape != expected or std.shape != expected:
             raise RuntimeError(f"mean and std have shapes {mean.shape} and {std.shape}, expected {expected}")
-        return list(zip(mean, std, strict=True))
+        return list(np.stack([mean, std], axis=1))
 
     def sample_input(self) -> np.ndarray:
         steps = np.arange(self.context_length, dtype=np.float32)
@@ -83,7 +80,7 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
 
     async def forecast(self, queries: list[ForecastQuery]) -> list[dict[str, Any]]:
         """One answer per query, in order, computed in batches with other requests' series."""
-        moments = await self.batcher.submit_many([q.window for q in queries])
+        moments = await self.queue.submit_many([q.window for q in queries])
         return [self.answer(q, mean, std) for q, (mean, std) in zip(queries, moments, strict=True)]
 
     def answer(self, query: ForecastQuery, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -25,9 +26,15 @@ class BatcherMetrics:
 
 
 class ServiceMetrics:
-    """Every metric the service exports."""
+    """Every metric the service exports.
 
-    def __init__(self) -> None:
+    With several processes (`multiprocess_dir` set, and PROMETHEUS_MULTIPROC_DIR with it, as the
+    server does for its workers and engine), each process writes its values there and `render` sums
+    them over all processes: one view of the whole service, whichever worker answers.
+    """
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -42,8 +49,9 @@ class ServiceMetrics:
             "rnnserve_batch_size", "Inputs per model call.", ["model"], buckets=BATCH_SIZE_BUCKETS, registry=r
         )
         self.queue_depth = Gauge(
-            "rnnserve_queue_depth", "Inputs waiting for a model call.", ["model"], registry=r
-        )
+            "rnnserve_queue_depth", "Inputs waiting for a model call.", ["model"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.queue_wait = Histogram(
             "rnnserve_queue_wait_seconds", "Time an input waits before its model call starts.",
             ["model"], buckets=LATENCY_BUCKETS, registry=r,
@@ -61,11 +69,12 @@ class ServiceMetrics:
             "shutdown (503).", ["model", "reason"], registry=r,
         )  # fmt: skip
         self.model_ready = Gauge(
-            "rnnserve_model_ready", "1 when the model is loaded and warmed up, else 0.", ["model"], registry=r
-        )
+            "rnnserve_model_ready", "1 when the model is loaded and warmed up, else 0.", ["model"],
+            registry=r, multiprocess_mode="livemin",
+        )  # fmt: skip
         self.model_info = Gauge(
             "rnnserve_model_info", "The model version served and where it runs (always 1).",
-            ["model", "version", "backend", "provider", "device"], registry=r,
+            ["model", "version", "backend", "provider", "device"], registry=r, multiprocess_mode="livemax",
         )  # fmt: skip
 
     def for_batcher(self, model: str) -> BatcherMetrics:
@@ -81,4 +90,8 @@ class ServiceMetrics:
         )
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        every_process = CollectorRegistry()
+        multiprocess.MultiProcessCollector(every_process, path=str(self.multiprocess_dir))
+        return generate_latest(every_process)

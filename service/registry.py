@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from service.config import Settings
 from service.digits import DigitClassifier
@@ -24,6 +24,28 @@ ModelKind = type[DigitClassifier] | type[Forecaster]
 logger = logging.getLogger(__name__)
 
 
+def MODEL_KINDS(settings: Settings) -> list[tuple[ModelKind, str]]:
+    """What the service serves: each task's class and the configured model's name."""
+    return [(DigitClassifier, settings.digit_model), (Forecaster, settings.forecast_model)]
+
+
+class Registry(Protocol):
+    """What the routes need: the models by task, their readiness and description.
+
+    `ModelRegistry` runs the models in this process; `service.engine.client.RemoteRegistry` is the
+    front for models that run in the model engine."""
+
+    def digit_classifier(self) -> DigitClassifier: ...
+
+    def forecaster(self) -> Forecaster: ...
+
+    async def readiness(self) -> dict[str, str]: ...
+
+    async def describe(self) -> list[dict[str, Any]]: ...
+
+    async def close(self) -> None: ...
+
+
 def load_model(
     kind: ModelKind, name: str, settings: Settings, metrics: ServiceMetrics
 ) -> ServedModel[Any, Any]:
@@ -35,7 +57,7 @@ def load_model(
             f"configured to serve {kind.task!r}; check RNNSERVE_DIGIT_MODEL / RNNSERVE_FORECAST_MODEL"
         )
     runtime = load_runtime(artifact, settings.backend, settings.device, settings.threads)
-    model = kind(artifact, runtime, settings.batching_for(name), metrics.for_batcher(name))
+    model = kind.load(artifact, runtime, settings.batching_for(name), metrics.for_batcher(name))
     try:
         model.warm_up()
     except Exception as exc:
@@ -60,11 +82,7 @@ class ModelRegistry:
             logger.warning(
                 "RNNSERVE_MODEL_BATCHING names %s, which this service does not serve", sorted(unknown)
             )
-        kinds: list[tuple[ModelKind, str]] = [
-            (DigitClassifier, settings.digit_model),
-            (Forecaster, settings.forecast_model),
-        ]
-        for kind, name in kinds:
+        for kind, name in MODEL_KINDS(settings):
             await registry._load(kind, name)
         return registry
 
@@ -92,7 +110,8 @@ class ModelRegistry:
             runtime.device, runtime.provider,
         )  # fmt: skip
 
-    def _serving(self, name: str) -> ServedModel[Any, Any]:
+    def model(self, name: str) -> ServedModel[Any, Any]:
+        """Model `name`, if it takes inputs; else `ModelNotReady` or `ShuttingDown` saying why."""
         model = self._models.get(name)
         if model is None:
             raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
@@ -101,28 +120,28 @@ class ModelRegistry:
         return model
 
     def digit_classifier(self) -> DigitClassifier:
-        model = self._serving(self._settings.digit_model)
+        model = self.model(self._settings.digit_model)
         assert isinstance(model, DigitClassifier)
         return model
 
     def forecaster(self) -> Forecaster:
-        model = self._serving(self._settings.forecast_model)
+        model = self.model(self._settings.forecast_model)
         assert isinstance(model, Forecaster)
         return model
 
-    def readiness(self) -> dict[str, str]:
+    async def readiness(self) -> dict[str, str]:
         """Each model's state: "ready", or why it is not."""
         names = [self._settings.digit_model, self._settings.forecast_model]
         states = {}
         for name in names:
             try:
-                self._serving(name)
+                self.model(name)
                 states[name] = "ready"
             except ServiceError as exc:
                 states[name] = exc.message
         return states
 
-    def describe(self) -> list[dict[str, Any]]:
+    async def describe(self) -> list[dict[str, Any]]:
         """What GET /models shows: every model, loaded or not."""
         described = [model.describe() for model in self._models.values()]
         described += [{"name": n, "ready": False, "problem": p} for n, p in self._problems.items()]

@@ -1,9 +1,15 @@
-"""What every served model shares: its artifact, its runtime, its batcher and its self-description."""
+"""What every served model shares: its artifact, its input queue and its self-description.
+
+A model is served in one of two ways. Loaded here (`load`): its runtime runs in this process, behind
+its own `Batcher`. Or as a front for a model engine in another process (`remote`): this process
+checks inputs and builds answers, and the engine's batcher runs the model for every front end.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Generic
+from collections.abc import Sequence
+from typing import Any, ClassVar, Generic, Protocol, Self
 
 from service.batching import Batcher, BatchPolicy, InputT, OutputT
 from service.config import BatchSettings
@@ -12,34 +18,59 @@ from service.repository import ModelArtifact, ModelLoadError
 from service.runtimes import Runtime
 
 
+class InputQueue(Protocol):
+    """Where a request's inputs wait for model calls: a local `Batcher`, or a model engine's."""
+
+    async def submit_many(self, inputs: Sequence[Any]) -> list[Any]: ...
+
+
 class ServedModel(ABC, Generic[InputT, OutputT]):
-    """A loaded model behind its own batcher. Subclasses turn ready inputs into a batch and back."""
+    """A model behind its queue. Subclasses turn ready inputs into a batch and back."""
 
     task: ClassVar[str]
     input_names: ClassVar[tuple[str, ...]]
     output_names: ClassVar[tuple[str, ...]]
 
-    def __init__(
-        self, artifact: ModelArtifact, runtime: Runtime, batching: BatchSettings, metrics: BatcherMetrics
-    ) -> None:
+    def __init__(self, artifact: ModelArtifact, batching: BatchSettings) -> None:
+        """Reads what the subclass needs from the artifact's metadata; `load` or `remote` attach the
+        queue."""
         self.artifact = artifact
-        self.runtime = runtime
         self.batching = batching
-        missing = [n for n in self.input_names if n not in runtime.input_names] + [
-            n for n in self.output_names if n not in runtime.output_names
+        self._runtime: Runtime | None = None
+        self._batcher: Batcher[InputT, OutputT] | None = None
+        self.queue: InputQueue
+
+    @classmethod
+    def load(
+        cls, artifact: ModelArtifact, runtime: Runtime, batching: BatchSettings, metrics: BatcherMetrics
+    ) -> Self:
+        """The model run here, by `runtime`, behind a batcher of its own (not yet started)."""
+        missing = [n for n in cls.input_names if n not in runtime.input_names] + [
+            n for n in cls.output_names if n not in runtime.output_names
         ]
         if missing:
             raise ModelLoadError(
                 f"{artifact.file}: has inputs {runtime.input_names} and outputs {runtime.output_names}, "
                 f"but {artifact.name} must have {', '.join(missing)}; re-export it"
             )
+        model = cls(artifact, batching)
+        model._runtime = runtime
         policy = BatchPolicy(
             max_batch_size=batching.max_batch_size,
             max_delay_s=batching.max_delay_ms / 1000,
             max_queue_size=batching.max_queue_size,
             queue_timeout_s=batching.queue_timeout_s,
         )
-        self.batcher: Batcher[InputT, OutputT] = Batcher(artifact.name, self.run_batch, policy, metrics)
+        model._batcher = Batcher(artifact.name, model.run_batch, policy, metrics)
+        model.queue = model._batcher
+        return model
+
+    @classmethod
+    def remote(cls, artifact: ModelArtifact, batching: BatchSettings, queue: InputQueue) -> Self:
+        """A front for the model that runs elsewhere and takes its inputs through `queue`."""
+        model = cls(artifact, batching)
+        model.queue = queue
+        return model
 
     @property
     def name(self) -> str:
@@ -48,6 +79,18 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
     @property
     def version(self) -> str:
         return self.artifact.version
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            raise RuntimeError(f"model {self.name} runs in the model engine, not in this process")
+        return self._runtime
+
+    @property
+    def batcher(self) -> Batcher[InputT, OutputT]:
+        if self._batcher is None:
+            raise RuntimeError(f"model {self.name} is batched by the model engine, not in this process")
+        return self._batcher
 
     @abstractmethod
     def run_batch(self, inputs: list[InputT]) -> list[OutputT]:

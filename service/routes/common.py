@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 from service.errors import ClientDisconnected, InvalidInput, ServiceError, error_content
-from service.registry import ModelRegistry
+from service.registry import Registry
 
 T = TypeVar("T")
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -37,7 +37,7 @@ class DirectRoute(ABC):
         self.settings = settings
 
     @abstractmethod
-    async def answer(self, scope: Scope, receive: Receive, registry: ModelRegistry) -> Any:
+    async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         """The answer's content; raises `ServiceError` for anything the client must change."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

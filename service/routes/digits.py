@@ -26,7 +26,7 @@ from service.digits import Images
 from service.errors import InvalidInput
 from service.headers import header
 from service.imaging import decode_base64, image_to_pixels
-from service.registry import ModelRegistry
+from service.registry import Registry
 from service.routes.common import DirectRoute, check_count, read_body, unless_disconnected
 from service.schemas import BINARY_IMAGE, DigitPrediction, DigitPredictions, DigitRequest, openapi_operation
 
@@ -55,7 +55,7 @@ class PredictDigit(DirectRoute):
         },
     )
 
-    async def answer(self, scope: Scope, receive: Receive, registry: ModelRegistry) -> Any:
+    async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         classifier = registry.digit_classifier()
         images, many = await self.read_images(scope, receive)
         predictions = await unless_disconnected(receive, classifier.classify(images))

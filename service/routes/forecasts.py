@@ -7,7 +7,7 @@ from typing import Any
 from starlette.types import Receive, Scope
 
 from service.codecs import forecast_items_from_json
-from service.registry import ModelRegistry
+from service.registry import Registry
 from service.routes.common import DirectRoute, check_count, read_body, unless_disconnected
 from service.schemas import Forecast, ForecastRequest, Forecasts, openapi_operation
 
@@ -22,7 +22,7 @@ class ForecastSeries(DirectRoute):
         Forecast | Forecasts,
     )
 
-    async def answer(self, scope: Scope, receive: Receive, registry: ModelRegistry) -> Any:
+    async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         forecaster = registry.forecaster()
         items, many = forecast_items_from_json(await read_body(receive))
         check_count(len(items), self.settings.max_inputs_per_request)

@@ -23,7 +23,7 @@ async def live() -> dict[str, str]:
     responses={503: {"description": "Some model is not ready; `models` says why."}},
 )
 async def ready(registry: RegistryDep) -> JSONBytesResponse:
-    states = registry.readiness()
+    states = await registry.readiness()
     ready = all(state == "ready" for state in states.values())
     body: dict[str, Any] = {"status": "ready" if ready else "not ready", "models": states}
     return JSONBytesResponse(body, status_code=200 if ready else 503)

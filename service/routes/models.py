@@ -13,4 +13,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/models", summary="The models served, where they run and how they batch")
 async def models(registry: RegistryDep, settings: SettingsDep) -> dict[str, Any]:
-    return {"backend": settings.backend, "requested_device": settings.device, "models": registry.describe()}
+    return {
+        "backend": settings.backend,
+        "requested_device": settings.device,
+        "models": await registry.describe(),
+    }

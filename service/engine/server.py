@@ -1,0 +1,114 @@
+"""The model engine process: the models, their batchers, and a ZeroMQ socket the workers talk to.
+
+It knows nothing of HTTP. It loads the models like a single-process service does, then answers each
+`infer` with what the model's batcher returns, so inputs from every worker share model calls. It stops
+on SIGTERM (sent by the server once its workers have finished): the batchers finish the call in
+progress and fail what still waits, and every answer is sent before the process exits. SIGINT, which a
+terminal sends to the whole process group, is left to the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import uvloop
+import zmq
+
+from service.config import Settings
+from service.engine.channel import Channel
+from service.engine.protocol import (
+    ProtocolError,
+    decode_inputs,
+    encode_outputs,
+    error_message,
+    pack,
+    unpack,
+)
+from service.errors import InferenceFailed, ServiceError
+from service.logs import configure_logging
+from service.metrics import ServiceMetrics
+from service.registry import ModelRegistry
+
+logger = logging.getLogger(__name__)
+
+RequestKey = tuple[bytes, int]
+
+
+class ModelEngine:
+    def __init__(self, settings: Settings, address: str) -> None:
+        self.settings = settings
+        self.address = address
+        self._tasks: dict[RequestKey, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+
+    async def run(self, on_ready: Callable[[], None]) -> None:
+        self._registry = await ModelRegistry.open(
+            self.settings, ServiceMetrics(self.settings.multiprocess_dir)
+        )
+        self._channel = Channel(zmq.ROUTER, self._on_message)
+        self._channel.socket.bind(self.address)
+        self._channel.start()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stopping.set)
+        on_ready()
+        logger.info("the model engine listens on %s", self.address)
+        await self._stopping.wait()
+        await self._registry.close()  # queued inputs fail with 503; their answers go out below
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._channel.close(linger_ms=1000)
+        logger.info("the model engine stopped")
+
+    def _on_message(self, frames: list[bytes]) -> None:
+        identity, frame = frames
+        try:
+            message = unpack(frame)
+        except ProtocolError as exc:
+            logger.error("ignored a message: %s", exc)
+            return
+        key = (identity, int(message.get("id", 0)))
+        kind = message.get("kind")
+        if kind in ("infer", "state"):
+            work = self._infer(key, message) if kind == "infer" else self._state(key)
+            task = asyncio.get_running_loop().create_task(work)
+            self._tasks[key] = task
+            task.add_done_callback(lambda _: self._tasks.pop(key, None))
+        elif kind == "cancel":
+            if key in self._tasks:
+                self._tasks[key].cancel()
+        else:
+            logger.error("ignored a message of unknown kind %r", kind)
+
+    async def _state(self, key: RequestKey) -> None:
+        state = {"readiness": await self._registry.readiness(), "models": await self._registry.describe()}
+        self._send(key, {"kind": "state", **state})
+
+    async def _infer(self, key: RequestKey, message: dict[str, Any]) -> None:
+        try:
+            model = self._registry.model(str(message["model"]))
+            outputs = await model.batcher.submit_many(decode_inputs(message))
+            self._send(key, {"kind": "result", **encode_outputs(outputs)})
+        except asyncio.CancelledError:
+            return  # the worker's client went away: nobody waits for an answer
+        except ServiceError as exc:
+            self._send(key, error_message(exc))
+        except Exception as exc:
+            logger.exception("the model engine failed on a request for %s", message.get("model"))
+            self._send(key, error_message(InferenceFailed(f"the model engine failed: {exc}")))
+
+    def _send(self, key: RequestKey, message: dict[str, Any]) -> None:
+        identity, request = key
+        self._channel.send([identity, pack({"id": request, **message})])
+
+
+def run_engine(settings: Settings, address: str, ready: Any) -> None:
+    """The engine process's entry point; `ready` (a multiprocessing Event) is set once it serves."""
+    configure_logging(settings.log_level, settings.log_format)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        uvloop.run(ModelEngine(settings, address).run(ready.set))
+    except Exception:
+        logger.exception("the model engine failed")
+        raise

@@ -1,0 +1,164 @@
+"""Several HTTP workers, as real processes on 127.0.0.1: with one model engine that batches for
+all of them (`RNNSERVE_ENGINE=process`), and with models in each worker (`inline`)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from serving import free_port, wait_until_ready
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OCTETS = {"content-type": "application/octet-stream"}
+
+pytestmark = pytest.mark.slow
+
+
+class Service:
+    def __init__(self, models_dir: Path, log_path: Path, **settings: str) -> None:
+        port = free_port()
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
+        environment |= {
+            "RNNSERVE_PORT": str(port),
+            "RNNSERVE_MODEL_DIR": str(models_dir),
+            "RNNSERVE_THREADS": "1",
+        }
+        environment |= {f"RNNSERVE_{name.upper()}": value for name, value in settings.items()}
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        with log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=environment, stdout=log, stderr=log
+            )
+        wait_until_ready(self.url, self.process, log_path.read_text)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module", params=["process", "inline"])
+def service(
+    request: pytest.FixtureRequest, models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    log_path = tmp_path_factory.mktemp("workers") / f"{request.param}.log"
+    running = Service(models_dir, log_path, workers="2", engine=request.param)
+    yield running
+    running.stop()
+
+
+def samples(metrics_text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(metrics_text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+async def test_answers_batched_across_workers_equal_answers_computed_alone(
+    service: Service, mnist_test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = mnist_test_set
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        alone = [
+            (await http.post("/predict/digit", json={"pixels": images[i].tolist()})).json() for i in range(48)
+        ]
+
+    # 48 clients at once, each on its own connection, so the kernel spreads them over both workers.
+    async def client(index: int) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as own:
+            response = await own.post("/predict/digit", json={"pixels": images[index].tolist()})
+            assert response.status_code == 200, response.text
+            answer: dict[str, Any] = response.json()
+            return answer
+
+    together = await asyncio.gather(*(client(i) for i in range(48)))
+    for index, (single, batched) in enumerate(zip(alone, together, strict=True)):
+        assert batched["digit"] == single["digit"]
+        np.testing.assert_allclose(batched["probabilities"], single["probabilities"], rtol=0, atol=1e-5)
+    assert np.mean([a["digit"] == labels[i] for i, a in enumerate(together)]) >= 0.95
+
+
+async def test_metrics_show_every_worker_and_the_model_calls_they_shared(
+    service: Service, mnist_test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, _ = mnist_test_set
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        before = samples((await http.get("/metrics")).text, "rnnserve_batch_size_sum")
+        requests_before = samples((await http.get("/metrics")).text, "rnnserve_http_requests_total")
+
+    async def client(index: int) -> None:
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as own:
+            for i in range(4):
+                response = await own.post(
+                    "/predict/digit", content=images[index * 4 + i].tobytes(), headers=OCTETS
+                )
+                assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(client(i) for i in range(32)))
+    route = (("method", "POST"), ("route", "/predict/digit"), ("status", "200"))
+    # Whichever worker answers /metrics, it shows the sum over every process.
+    for _ in range(6):
+        async with httpx.AsyncClient(base_url=service.url, timeout=60) as fresh:
+            text = (await fresh.get("/metrics")).text
+        inputs = samples(text, "rnnserve_batch_size_sum")[(("model", "digit_lstm"),)]
+        assert inputs - before[(("model", "digit_lstm"),)] == 128
+        answered = samples(text, "rnnserve_http_requests_total")[route] - requests_before.get(route, 0.0)
+        assert answered == 128
+        ready = samples(text, "rnnserve_model_ready")
+        assert ready == {(("model", "digit_lstm"),): 1.0, (("model", "sine_gru"),): 1.0}
+
+
+async def test_readiness_and_models_describe_the_served_models(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        ready = await http.get("/health/ready")
+        models = (await http.get("/models")).json()["models"]
+        forecast = await http.post(
+            "/forecast", json={"series": list(np.sin(np.arange(64) / 4)), "horizon": 5}
+        )
+        bad = await http.post("/forecast", json={"series": [1, 2, 3], "horizon": 5})
+    assert ready.status_code == 200 and ready.json()["models"] == {"digit_lstm": "ready", "sine_gru": "ready"}
+    assert {m["name"] for m in models} == {"digit_lstm", "sine_gru"} and all(m["ready"] for m in models)
+    assert forecast.status_code == 200 and len(forecast.json()["forecast"]) == 5
+    assert bad.status_code == 422 and "needs 16 to 4096" in bad.json()["detail"]
+
+
+def test_sigterm_answers_every_request_in_flight_then_exits_cleanly(
+    models_dir: Path, tmp_path: Path, mnist_test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    images, labels = mnist_test_set
+    service = Service(
+        models_dir, tmp_path / "service.log", workers="2", engine="process", max_queue_size="4096"
+    )
+    body = images[:64].tobytes()
+
+    async def load() -> list[httpx.Response]:
+        async def client() -> httpx.Response:
+            async with httpx.AsyncClient(base_url=service.url, timeout=60) as own:
+                return await own.post("/predict/digit", content=body, headers=OCTETS)
+
+        requests = [asyncio.ensure_future(client()) for _ in range(24)]
+        await asyncio.sleep(0.3)  # the requests are sent and are being computed
+        service.process.send_signal(signal.SIGTERM)
+        return await asyncio.gather(*requests)
+
+    responses = asyncio.run(load())
+    code = service.stop()
+    log = service.log_path.read_text()
+    assert code == 0, log
+    assert [r.status_code for r in responses] == [200] * len(responses)
+    predicted = np.array([p["digit"] for p in responses[0].json()["predictions"]])
+    assert (predicted == labels[:64]).mean() >= 0.95
+    assert "the model engine stopped" in log
