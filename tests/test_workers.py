@@ -85,7 +85,7 @@ async def test_answers_batched_across_workers_equal_answers_computed_alone(
             return answer
 
     together = await asyncio.gather(*(client(i) for i in range(48)))
-    for index, (single, batched) in enumerate(zip(alone, together, strict=True)):
+    for single, batched in zip(alone, together, strict=True):
         assert batched["digit"] == single["digit"]
         np.testing.assert_allclose(batched["probabilities"], single["probabilities"], rtol=0, atol=1e-5)
     assert np.mean([a["digit"] == labels[i] for i, a in enumerate(together)]) >= 0.95
