@@ -7,12 +7,13 @@ export RNNSERVE_DATA_DIR ?= $(abspath ../shared/data)
 # Torch's OpenMP threads spin-wait by default, which starves everything else on a shared machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-dev serve loadtest test lint typecheck train-digit train-forecast clean check-containers container-tools
+.PHONY: help install install-dev serve loadtest bench test lint typecheck train-digit train-forecast clean check-containers container-tools
 
 help:
 	@echo "make serve           run the service on the committed models (127.0.0.1:8000)"
 	@echo "make test            lint, type-check and run the whole test suite"
 	@echo "make loadtest        latency and throughput of the service at concurrency 1 and 64"
+	@echo "make bench           the full benchmark (hey, every input form, 1 vs N workers, baselines) into reports/bench/"
 	@echo "make train-digit     train and export the digit LSTM into models/"
 	@echo "make train-forecast  train and export the series GRU into models/"
 	@echo "make check-containers  hadolint, docker-compose config for every profile, and the build-context test"
@@ -29,6 +30,12 @@ $(VENV)/.dev-installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[cpu,train,dev]'
 	touch $(VENV)/.serve-installed $@
 
+$(VENV)/.bench-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[cpu,bench]'
+	touch $(VENV)/.serve-installed $@
+
 install: $(VENV)/.serve-installed
 install-dev: $(VENV)/.dev-installed
 
@@ -38,6 +45,13 @@ serve: $(VENV)/.serve-installed
 # Latency and throughput at concurrency 1 and 64 (README, Performance); starts its own server.
 loadtest: $(VENV)/.dev-installed
 	$(PY) scripts/loadtest.py --serve
+
+# Not part of `make test`: it takes minutes, and its numbers belong in the README, not in asserts.
+bench: $(VENV)/.bench-installed
+	@command -v hey >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "hey is missing: sudo apt-get install hey" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; }
+	$(PY) scripts/bench.py --out reports/bench $(BENCH_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check service training tests scripts

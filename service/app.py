@@ -37,7 +37,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.close()
 
     app = FastAPI(
-        title="rnnserve", summary="Recurrent models over HTTP, with dynamic batching", lifespan=lifespan
+        title="rnnserve",
+        summary="Recurrent models over HTTP, with dynamic batching",
+        lifespan=lifespan,
+        # The service exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would cost a
+        # look-up of the OpenTelemetry providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.metrics = service_metrics

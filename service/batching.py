@@ -116,7 +116,7 @@ class Batcher(Generic[InputT, OutputT]):
                 f"model {self.name} has {self._depth} inputs waiting (the limit is "
                 f"{self.policy.max_queue_size}): retry shortly"
             )
-        if not inputs:
+        if len(inputs) == 0:
             return []
         now = time.monotonic()
         future: asyncio.Future[list[OutputT]] = asyncio.get_running_loop().create_future()

@@ -6,6 +6,7 @@ part of it) as an argument.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+MAX_AUTO_WORKERS = 4
 
 
 def default_model_dir() -> Path:
@@ -100,10 +102,11 @@ class Settings(BaseSettings):
         default=10, ge=1, description="How long a stopping server waits for requests in flight."
     )
     workers: int = Field(
-        default=1,
-        ge=1,
-        description="HTTP worker processes. More than one uses more cores for parsing and answering; "
-        "see `engine` for where their models run.",
+        default=0,
+        ge=0,
+        description="HTTP worker processes; 0: one per CPU core this process may use, at most "
+        f"{MAX_AUTO_WORKERS}. Several use more cores for parsing and answering; see `engine` for where "
+        "their models run.",
     )
     engine: Literal["auto", "inline", "process"] = Field(
         default="auto",
@@ -142,7 +145,11 @@ class Settings(BaseSettings):
         """`engine` with auto resolved: `gpu_available` says whether the models would run on a GPU."""
         if self.engine != "auto":
             return self.engine
-        return "process" if self.workers > 1 and gpu_available and self.device != "cpu" else "inline"
+        return "process" if self.worker_count() > 1 and gpu_available and self.device != "cpu" else "inline"
+
+    def worker_count(self) -> int:
+        """`workers` with 0 resolved to the number of usable cores (at most MAX_AUTO_WORKERS)."""
+        return self.workers or max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS))
 
     def batching_for(self, model: str) -> BatchSettings:
         """The batching settings for `model`: its overrides on top of the global ones."""

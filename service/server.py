@@ -63,6 +63,7 @@ def gpu_available(settings: Settings) -> bool:
 
 def serve(settings: Settings) -> None:
     mode = settings.engine_mode(gpu_available(settings) if settings.engine == "auto" else False)
+    settings = settings.model_copy(update={"workers": settings.worker_count()})
     if settings.workers == 1 and mode == "inline":
         uvicorn.run(create_app(settings), **server_options(settings))
         return
@@ -72,6 +73,11 @@ def serve(settings: Settings) -> None:
         # prometheus_client reads this in each process it is imported in: the engine and the workers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         settings = settings.model_copy(update={"multiprocess_dir": metrics_dir})
+        if mode == "inline" and settings.threads == 0:
+            # Each worker runs its own models: share the cores between them rather than oversubscribe.
+            settings = settings.model_copy(
+                update={"threads": max(1, len(os.sched_getaffinity(0)) // settings.workers)}
+            )
         engine = None
         if mode == "process":
             address = f"ipc://{scratch}/engine"
@@ -100,6 +106,8 @@ def serve(settings: Settings) -> None:
 def worker_app(settings: Settings) -> FastAPI:
     """The app of one HTTP worker process (which starts with no logging configured)."""
     configure_logging(settings.log_level, settings.log_format)
+    # As with one process: RequestContextMiddleware logs each request, so uvicorn's access log stays off.
+    logging.getLogger("uvicorn.access").propagate = False
     return create_app(settings)
 
 
