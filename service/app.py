@@ -18,6 +18,7 @@ from service.routes import health, metrics, models
 from service.routes.common import DirectRoutes, document
 from service.routes.digits import PredictDigit
 from service.routes.forecasts import ForecastSeries
+from service.security import install_access_control
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     predictions = [PredictDigit(settings), ForecastSeries(settings)]
     app.add_middleware(DirectRoutes, routes=predictions)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_access_control(app, settings)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
     for routes in (models, health, metrics):
         app.include_router(routes.router)

@@ -20,13 +20,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from service.errors import InferenceFailed, Overloaded, QueueTimeout, ShuttingDown
+from service.errors import InferenceFailed, ModelNotReady, Overloaded, QueueTimeout, ShuttingDown
 from service.metrics import BatcherMetrics
 
 logger = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class QueuedRequest(Generic[InputT, OutputT]):
     queued_at: float
     deadline: float
     taken: int = 0
-    """How many of `inputs` have been handed to model calls so far."""
+    """How many of `inputs` have been handed to model calls (or dropped) so far."""
     outputs: list[OutputT] = field(default_factory=list)
 
     @property
@@ -58,6 +59,8 @@ class BatchPolicy:
     max_delay_s: float
     max_queue_size: int
     queue_timeout_s: float
+    failures_before_unready: int = 5
+    probe_interval_s: float = 5.0
 
 
 # A slice of one request that goes into a model call: (request, first input, end).
@@ -73,17 +76,24 @@ class Batcher(Generic[InputT, OutputT]):
         run_batch: Callable[[list[InputT]], Sequence[OutputT]],
         policy: BatchPolicy,
         metrics: BatcherMetrics,
+        probe: Callable[[], object] | None = None,
     ) -> None:
         self.name = name
         self.run_batch = run_batch
         self.policy = policy
         self.metrics = metrics
+        self.probe = probe
+        self.problem: str | None = None
+        """Why the model takes no inputs although the batcher runs: it kept failing. None: healthy."""
+        self._failures = 0  # model calls in a row that failed
+        self._probe_task: asyncio.Task[None] | None = None
         self._queue: collections.deque[QueuedRequest[InputT, OutputT]] = collections.deque()
         self._depth = 0  # inputs queued and not yet taken by a model call
         self._arrived = asyncio.Event()
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._inputs_per_s: float | None = None  # how fast model calls drain the queue, smoothed
 
     def start(self) -> None:
         """Start the batching loop; call from the running event loop."""
@@ -100,37 +110,77 @@ class Batcher(Generic[InputT, OutputT]):
         """True while the loop runs and takes new inputs."""
         return self._loop_task is not None and not self._loop_task.done() and not self._closing
 
-    async def submit_many(self, inputs: Sequence[InputT]) -> list[OutputT]:
+    def retry_after_s(self) -> int:
+        """When a refused client may try again: the time the queue's recent drain rate needs to clear it."""
+        if not self._inputs_per_s:
+            return 1
+        return min(60, max(1, math.ceil(self._depth / self._inputs_per_s)))
+
+    def admit(self, count: int = 1) -> None:
+        """Raise `ShuttingDown` or `Overloaded` unless `count` more inputs would fit in the queue now."""
+        if self._closing:
+            self.metrics.rejected_shutdown.inc(count)
+            raise ShuttingDown(f"the service is shutting down: model {self.name} takes no new inputs")
+        if self.problem is not None:
+            raise ModelNotReady(f"model {self.name} is not ready: {self.problem}")
+        if self._depth + count > self.policy.max_queue_size:
+            self.metrics.rejected_overloaded.inc(count)
+            raise Overloaded(
+                f"model {self.name} has {self._depth} inputs waiting (the limit is "
+                f"{self.policy.max_queue_size}): retry after {self.retry_after_s()} s",
+                retry_after_s=self.retry_after_s(),
+            )
+
+    async def submit_many(self, inputs: Sequence[InputT], timeout_s: float | None = None) -> list[OutputT]:
         """Queue every input of one request and wait for all their outputs, in order.
 
         Raises `Overloaded` when they do not all fit in the queue (none is queued then), `ShuttingDown`
-        once the batcher is closing, and whatever error the model call or the queue produced. If the
-        caller is cancelled, its inputs not yet computed are skipped by the loop.
+        once the batcher is closing, `QueueTimeout` when none of them has reached a model call within
+        `timeout_s` (at most the policy's queue timeout), and whatever error the model call produced.
+        If the caller is cancelled, its inputs not yet computed are skipped by the loop.
         """
-        if self._closing:
-            self.metrics.rejected_shutdown.inc(len(inputs))
-            raise ShuttingDown(f"the service is shutting down: model {self.name} takes no new inputs")
-        if self._depth + len(inputs) > self.policy.max_queue_size:
-            self.metrics.rejected_overloaded.inc(len(inputs))
-            raise Overloaded(
-                f"model {self.name} has {self._depth} inputs waiting (the limit is "
-                f"{self.policy.max_queue_size}): retry shortly"
-            )
+        self.admit(len(inputs))
         if len(inputs) == 0:
             return []
+        loop = asyncio.get_running_loop()
         now = time.monotonic()
-        future: asyncio.Future[list[OutputT]] = asyncio.get_running_loop().create_future()
-        self._queue.append(QueuedRequest(inputs, future, now, now + self.policy.queue_timeout_s))
+        timeout_s = min(timeout_s or self.policy.queue_timeout_s, self.policy.queue_timeout_s)
+        future: asyncio.Future[list[OutputT]] = loop.create_future()
+        request = QueuedRequest(inputs, future, now, now + timeout_s)
+        self._queue.append(request)
         self._depth += len(inputs)
         self.metrics.queue_depth.set(self._depth)
         self._arrived.set()
+        # The deadline is kept to the moment, not only when the loop reaches the request.
+        timer = loop.call_at(loop.time() + timeout_s, self._expire, request)
+        future.add_done_callback(lambda _: timer.cancel())
         # Cancelling the caller cancels the future, which the loop then skips.
         return await future
+
+    def _expire(self, request: QueuedRequest[InputT, OutputT]) -> None:
+        """A request whose inputs are all still queued at its deadline fails with 504, uncomputed."""
+        if request.taken or request.future.done():
+            return
+        waited = time.monotonic() - request.queued_at
+        self.metrics.rejected_timeout.inc(request.waiting)
+        self._depth -= request.waiting
+        self.metrics.queue_depth.set(self._depth)
+        request.taken = len(request.inputs)  # out of the queue's count; the loop drops the entry
+        request.future.set_exception(self._timeout(waited))
+
+    def _timeout(self, waited: float) -> QueueTimeout:
+        return QueueTimeout(
+            f"the input waited {waited:.1f} s for model {self.name} and reached its deadline (the queue "
+            f"timeout is {self.policy.queue_timeout_s} s, or the request's X-Request-Timeout-Ms): the "
+            "service is overloaded, retry later"
+        )
 
     async def close(self) -> None:
         """Stop taking inputs, let the model call in progress finish, and fail whatever still waits."""
         self._closing = True
         self._arrived.set()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         if self._loop_task is not None:
             await self._loop_task
         self._fail_waiting()
@@ -183,12 +233,7 @@ class Batcher(Generic[InputT, OutputT]):
             if request.taken == 0 and now >= request.deadline:
                 self._drop(request)
                 self.metrics.rejected_timeout.inc(request.waiting)
-                request.future.set_exception(
-                    QueueTimeout(
-                        f"the input waited {now - request.queued_at:.1f} s for model {self.name} (the "
-                        f"limit is {self.policy.queue_timeout_s} s): the service is overloaded, retry later"
-                    )
-                )
+                request.future.set_exception(self._timeout(now - request.queued_at))
                 continue
             if request.taken == 0:
                 self.metrics.queue_wait.observe(now - request.queued_at)
@@ -224,15 +269,47 @@ class Batcher(Generic[InputT, OutputT]):
             logger.exception("model %s failed on a batch of %d inputs", self.name, len(inputs))
             for request, _, _ in parts:
                 self._fail(request, InferenceFailed(f"model {self.name} failed: {exc}"))
+            self._count_failure(exc)
             return
         finally:
             self.metrics.inference_time.observe(time.monotonic() - started)
+        self._failures = 0
+        rate = len(inputs) / max(time.monotonic() - started, 1e-6)
+        self._inputs_per_s = rate if self._inputs_per_s is None else 0.8 * self._inputs_per_s + 0.2 * rate
         offset = 0
         for request, first, end in parts:
             request.outputs.extend(outputs[offset : offset + end - first])
             offset += end - first
             if len(request.outputs) == len(request.inputs) and not request.future.done():
                 request.future.set_result(request.outputs)
+
+    def _count_failure(self, exc: Exception) -> None:
+        """After `failures_before_unready` failed calls in a row, refuse inputs and probe the model."""
+        self._failures += 1
+        if self._failures < self.policy.failures_before_unready or self.problem is not None:
+            return
+        self.problem = (
+            f"its last {self._failures} model calls failed (the last with: {exc}); it is probed every "
+            f"{self.policy.probe_interval_s:g} s and takes inputs again once a probe succeeds"
+        )
+        logger.error("model %s is not ready: %s", self.name, self.problem)
+        self.metrics.ready.set(0)
+        if self.probe is not None:
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_healthy())
+
+    async def _probe_until_healthy(self) -> None:
+        assert self.probe is not None
+        loop = asyncio.get_running_loop()
+        while self.problem is not None:
+            await asyncio.sleep(self.policy.probe_interval_s)
+            try:
+                await loop.run_in_executor(self._executor, self.probe)
+            except Exception as exc:
+                logger.warning("model %s still fails its probe: %s", self.name, exc)
+                continue
+            self.problem, self._failures = None, 0
+            self.metrics.ready.set(1)
+            logger.info("model %s passed its probe and takes inputs again", self.name)
 
     @staticmethod
     def _fail(request: QueuedRequest[InputT, OutputT], error: Exception) -> None:

@@ -23,6 +23,7 @@ from service.schemas import (
     ForecastRequest,
     check_levels,
     parse_body,
+    pixel_problem,
     pixels,
     series,
 )
@@ -63,7 +64,15 @@ def pixels_from_octets(body: bytes) -> np.ndarray:
             f"the {OCTET_STREAM} body has {len(body):,} bytes: send n×{PIXELS_PER_IMAGE} bytes, each image "
             "28×28 uint8 pixels, row-major, white digit on black"
         )
-    raw = np.frombuffer(body, dtype=np.uint8)
+    raw = np.frombuffer(body, dtype=np.uint8).reshape(-1, PIXELS_PER_IMAGE)
+    lows, highs = raw.min(axis=1), raw.max(axis=1)
+    errors = [
+        {"loc": f"images[{index}]", "msg": problem}
+        for index in np.flatnonzero((lows == highs) | (highs <= 1))
+        if (problem := pixel_problem(float(lows[index]), float(highs[index])))
+    ]
+    if errors:
+        raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
     return raw.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
 
 

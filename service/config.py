@@ -42,6 +42,8 @@ class BatchSettings:
     max_delay_ms: float
     max_queue_size: int
     queue_timeout_s: float
+    failures_before_unready: int = 5
+    probe_interval_s: float = 5.0
 
 
 class Settings(BaseSettings):
@@ -115,6 +117,26 @@ class Settings(BaseSettings):
         "way to keep one GPU busy from several workers. auto: process with several workers on a GPU, "
         "else inline.",
     )
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated API keys; with none here nor in api_keys_file, the service is open.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None, description="A file with one API key per line (e.g. a mounted secret)."
+    )
+    metrics_require_key: bool = Field(default=False, description="true: /metrics needs an API key too.")
+    cors_origins: str = Field(
+        default="",
+        description='Comma-separated origins that browsers may call the API from ("*" for any); '
+        "empty: none (no CORS headers).",
+    )
+    failures_before_unready: int = Field(
+        default=5,
+        ge=1,
+        description="After this many model calls in a row have failed, the model turns not ready (503) "
+        "and is probed in the background until a call succeeds again.",
+    )
+    probe_interval_s: float = Field(default=5.0, gt=0, description="How often a failing model is probed.")
     # Set by the server for the processes it starts, not by users.
     engine_address: str = Field(
         default="", description="Internal: the model engine's ZeroMQ address, for an HTTP worker."
@@ -141,6 +163,24 @@ class Settings(BaseSettings):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _readable_key_file(self) -> Settings:
+        self.api_key_set()
+        return self
+
+    def api_key_set(self) -> frozenset[str]:
+        """Every API key from api_keys and api_keys_file; empty: the service is open."""
+        keys = [key.strip() for key in self.api_keys.split(",")]
+        if self.api_keys_file is not None:
+            try:
+                keys += [line.strip() for line in self.api_keys_file.read_text(encoding="utf-8").splitlines()]
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"api_keys_file {self.api_keys_file} cannot be read: {exc}") from None
+        return frozenset(key for key in keys if key)
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
     def engine_mode(self, gpu_available: bool) -> Literal["inline", "process"]:
         """`engine` with auto resolved: `gpu_available` says whether the models would run on a GPU."""
         if self.engine != "auto":
@@ -159,4 +199,6 @@ class Settings(BaseSettings):
             max_delay_ms=self.max_delay_ms if override.max_delay_ms is None else override.max_delay_ms,
             max_queue_size=override.max_queue_size or self.max_queue_size,
             queue_timeout_s=self.queue_timeout_s,
+            failures_before_unready=self.failures_before_unready,
+            probe_interval_s=self.probe_interval_s,
         )

@@ -33,9 +33,9 @@ class DigitClassifier(ServedModel[np.ndarray, np.ndarray]):
     def sample_input(self) -> np.ndarray:
         return np.zeros((IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
 
-    async def classify(self, images: Images) -> list[dict[str, Any]]:
+    async def classify(self, images: Images, timeout_s: float | None = None) -> list[dict[str, Any]]:
         """One prediction per 28×28 float32 image, in order, computed in batches with other requests'."""
-        rows = await self.queue.submit_many(list(images))
+        rows = await self.queue.submit_many(list(images), timeout_s)
         return [self.prediction(row) for row in rows]
 
     def prediction(self, probabilities: np.ndarray) -> dict[str, Any]:

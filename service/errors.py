@@ -22,7 +22,7 @@ class ServiceError(Exception):
     """A failure with a status code and a message meant for the client."""
 
     status_code: ClassVar[int] = 500
-    headers: ClassVar[dict[str, str]] = {}
+    headers: dict[str, str] = {}  # noqa: RUF012  # read-only here; a subclass or instance may set its own
 
     def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
@@ -36,6 +36,13 @@ class InvalidInput(ServiceError):
     status_code = 422
 
 
+class Unauthorized(ServiceError):
+    """No API key, or a wrong one."""
+
+    status_code = 401
+    headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 
@@ -45,10 +52,15 @@ class UnsupportedMediaType(ServiceError):
 
 
 class Overloaded(ServiceError):
-    """The model's queue is full: the client should retry later."""
+    """The model's queue is full: the client should retry after `retry_after_s` seconds."""
 
     status_code = 429
-    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+
+    def __init__(
+        self, message: str, errors: list[dict[str, Any]] | None = None, retry_after_s: int = 1
+    ) -> None:
+        super().__init__(message, errors)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class ShuttingDown(ServiceError):

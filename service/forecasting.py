@@ -16,7 +16,7 @@ import numpy as np
 from service.config import BatchSettings
 from service.errors import InvalidInput
 from service.repository import ModelArtifact
-from service.schemas import DEFAULT_LEVELS, level_key
+from service.schemas import DEFAULT_LEVELS, ForecastInput, level_key
 from service.series import interval, pad_left, recent_window
 from service.served import ServedModel
 
@@ -49,21 +49,27 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         self.max_length = artifact.config("max_length")
         super().__init__(artifact, batching)
 
-    def prepare(
-        self, series: np.ndarray, horizon: int, levels: Sequence[float] | None, where: str
-    ) -> ForecastQuery:
-        """Check one series against the model's limits; raises `InvalidInput` saying what to change."""
-        if not self.min_length <= len(series) <= self.max_length:
-            raise InvalidInput(
-                f"{where}series: has {len(series)} values; {self.name} needs {self.min_length} to "
-                f"{self.max_length} (it reads the last {self.context_length})"
-            )
-        if not 1 <= horizon <= self.max_horizon:
-            raise InvalidInput(
-                f"{where}horizon: is {horizon}; {self.name} forecasts 1 to {self.max_horizon} steps"
-            )
-        window = recent_window(series, self.context_length)
-        return ForecastQuery(window, horizon, tuple(levels or DEFAULT_LEVELS), where)
+    def prepare(self, items: Sequence[ForecastInput], many: bool) -> list[ForecastQuery]:
+        """Check every series against the model's limits; `InvalidInput` lists every problem found."""
+        queries, errors = [], []
+        for index, item in enumerate(items):
+            where = f"inputs[{index}]." if many else ""
+            if not self.min_length <= len(item.series) <= self.max_length:
+                errors.append({
+                    "loc": f"{where}series",
+                    "msg": f"has {len(item.series)} values; {self.name} needs {self.min_length} to "
+                    f"{self.max_length} (it reads the last {self.context_length})",
+                })  # fmt: skip
+            if not 1 <= item.horizon <= self.max_horizon:
+                errors.append({
+                    "loc": f"{where}horizon",
+                    "msg": f"is {item.horizon}; {self.name} forecasts 1 to {self.max_horizon} steps",
+                })  # fmt: skip
+            window = recent_window(item.series, self.context_length)
+            queries.append(ForecastQuery(window, item.horizon, tuple(item.levels or DEFAULT_LEVELS), where))
+        if errors:
+            raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+        return queries
 
     def run_batch(self, inputs: list[np.ndarray]) -> list[Moments]:
         values, mask = pad_left(inputs, self.patch_size)
@@ -78,9 +84,11 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         steps = np.arange(self.context_length, dtype=np.float32)
         return np.sin(steps / 8.0).astype(np.float32)
 
-    async def forecast(self, queries: list[ForecastQuery]) -> list[dict[str, Any]]:
+    async def forecast(
+        self, queries: list[ForecastQuery], timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
         """One answer per query, in order, computed in batches with other requests' series."""
-        moments = await self.queue.submit_many([q.window for q in queries])
+        moments = await self.queue.submit_many([q.window for q in queries], timeout_s)
         return [self.answer(q, mean, std) for q, (mean, std) in zip(queries, moments, strict=True)]
 
     def answer(self, query: ForecastQuery, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:

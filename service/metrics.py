@@ -23,6 +23,7 @@ class BatcherMetrics:
     rejected_overloaded: Counter
     rejected_timeout: Counter
     rejected_shutdown: Counter
+    ready: Gauge
 
 
 class ServiceMetrics:
@@ -87,6 +88,7 @@ class ServiceMetrics:
             rejected_overloaded=self.rejected.labels(model, "overloaded"),
             rejected_timeout=self.rejected.labels(model, "timeout"),
             rejected_shutdown=self.rejected.labels(model, "shutdown"),
+            ready=self.model_ready.labels(model),
         )
 
     def render(self) -> bytes:

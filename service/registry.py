@@ -117,6 +117,8 @@ class ModelRegistry:
             raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
         if not model.batcher.serving:
             raise ShuttingDown(f"model {name} takes no new inputs: the service is shutting down")
+        if model.batcher.problem is not None:
+            raise ModelNotReady(f"model {name} is not ready: {model.batcher.problem}")
         return model
 
     def digit_classifier(self) -> DigitClassifier:

@@ -63,7 +63,25 @@ def pixels(value: Any) -> np.ndarray:
             f"values must lie in 0–255 (raw values, white digit on black as in MNIST; not "
             f"normalised); found values from {low:g} to {high:g}"
         )
+    problem = pixel_problem(low, high)
+    if problem:
+        raise _invalid(problem)
     return array.reshape(IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
+
+
+def pixel_problem(low: float, high: float) -> str | None:
+    """What is wrong with an image whose pixels lie in [low, high], if it cannot hold a digit."""
+    if low == high:
+        return (
+            f"the image holds no digit: every pixel is {low:g}; draw the digit in light values "
+            "(up to 255) on a black (0) background"
+        )
+    if high <= 1:
+        return (
+            f"the pixels look scaled to 0–1 (the largest is {high:g}): send raw 0–255 values, "
+            "i.e. multiply by 255"
+        )
+    return None
 
 
 def series(value: Any) -> np.ndarray:
@@ -183,6 +201,8 @@ def check_levels(levels: list[float] | None) -> list[float] | None:
     for level in levels:
         if not (math.isfinite(level) and 0 < level < 100):
             raise _invalid(f"each level must be a percentage strictly between 0 and 100; got {level:g}")
+        if level < 1:
+            raise _invalid(f"levels are percentages: send {level * 100:g}, not {level:g}")
     if len({level_key(level) for level in levels}) != len(levels):
         raise _invalid("must not repeat a value")
     return levels

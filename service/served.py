@@ -21,7 +21,10 @@ from service.runtimes import Runtime
 class InputQueue(Protocol):
     """Where a request's inputs wait for model calls: a local `Batcher`, or a model engine's."""
 
-    async def submit_many(self, inputs: Sequence[Any]) -> list[Any]: ...
+    def admit(self) -> None:
+        """Raise `Overloaded` or `ShuttingDown` if a request would be refused now, before it is read."""
+
+    async def submit_many(self, inputs: Sequence[Any], timeout_s: float | None = None) -> list[Any]: ...
 
 
 class ServedModel(ABC, Generic[InputT, OutputT]):
@@ -60,8 +63,10 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
             max_delay_s=batching.max_delay_ms / 1000,
             max_queue_size=batching.max_queue_size,
             queue_timeout_s=batching.queue_timeout_s,
+            failures_before_unready=batching.failures_before_unready,
+            probe_interval_s=batching.probe_interval_s,
         )
-        model._batcher = Batcher(artifact.name, model.run_batch, policy, metrics)
+        model._batcher = Batcher(artifact.name, model.run_batch, policy, metrics, probe=model.probe)
         model.queue = model._batcher
         return model
 
@@ -100,6 +105,10 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
     def sample_input(self) -> InputT:
         """A valid input, for the warm-up."""
 
+    def probe(self) -> None:
+        """One model call on a valid input; raises if the model fails."""
+        self.run_batch([self.sample_input()])
+
     def warm_up(self) -> None:
         """Run a single input and a full batch once, so the first requests pay no start-up cost."""
         for size in sorted({1, self.batching.max_batch_size}):
@@ -111,7 +120,8 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
             "name": self.name,
             "version": self.version,
             "task": self.task,
-            "ready": self.batcher.serving,
+            "ready": self.batcher.serving and self.batcher.problem is None,
+            **({"problem": self.batcher.problem} if self.batcher.problem else {}),
             "backend": self.runtime.backend,
             "execution_provider": self.runtime.provider,
             "device": self.runtime.device,

@@ -206,7 +206,7 @@ async def test_an_input_past_its_deadline_gets_queue_timeout_without_a_model_cal
 ) -> None:
     model = RecordingModel()
     h = harness_factory(model, queue_timeout_s=0.0)  # every input is late by the time it is taken
-    with pytest.raises(QueueTimeout, match=r"the limit is 0\.0 s"):
+    with pytest.raises(QueueTimeout, match=r"the queue timeout is 0\.0 s"):
         await h.submit(1)
     assert model.batches == []
     assert h.metric("rnnserve_rejected_inputs_total", reason="timeout") == 1

@@ -125,7 +125,9 @@ def test_sigterm_stops_it_cleanly_and_every_log_line_is_json_with_a_request_id(
     service: RunningService,
 ) -> None:
     traced = httpx.post(
-        f"{service.url}/predict/digit", json={"pixels": [0] * 784}, headers={"X-Request-ID": "e2e-trace-1"}
+        f"{service.url}/predict/digit",
+        json={"pixels": [0, 255] * 392},
+        headers={"X-Request-ID": "e2e-trace-1"},
     )
     assert traced.headers["x-request-id"] == "e2e-trace-1"
     code, lines = service.stop()

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 FOREVER_MS = 3_600_000.0
 ZEROS = [[0] * 28 for _ in range(28)]
+BAR = [[0] * 12 + [200] * 4 + [0] * 12 for _ in range(28)]  # a "1"
 
 
 def image_file(array: np.ndarray, format: str) -> bytes:
@@ -56,8 +57,15 @@ BAD_DIGIT_BODIES: list[tuple[str, Any, str]] = [
     ("truncated PNG", {"image": "truncated"}, "could not be decoded"),
     ("empty inputs", {"inputs": []}, "inputs: must not be empty"),
     ("bad entry", {"inputs": [{"pixels": ZEROS}, {"pixels": [1]}]}, "inputs[1].pixels: must be 28 rows"),
-    ("bad image entry", {"inputs": [{"pixels": ZEROS}, {"image": "blank"}]}, "inputs[1].image: holds no"),
-    ("too many inputs", {"inputs": [{"pixels": ZEROS}] * 9}, "at most 8 per request"),
+    ("bad image entry", {"inputs": [{"pixels": BAR}, {"image": "blank"}]}, "inputs[1].image: holds no"),
+    ("too many inputs", {"inputs": [{"pixels": BAR}] * 9}, "at most 8 per request"),
+    ("blank canvas", {"pixels": ZEROS}, "pixels: the image holds no digit: every pixel is 0"),
+    ("uniform image", {"pixels": [[7] * 28] * 28}, "every pixel is 7"),
+    (
+        "scaled to 0–1",
+        {"pixels": [[0.0] * 12 + [0.8] * 4 + [0.0] * 12] * 28},
+        "look scaled to 0–1 (the largest is 0.8)",
+    ),
 ]
 
 
@@ -118,6 +126,7 @@ BAD_FORECAST_BODIES: list[tuple[str, Any, str]] = [
     ("level 0", {"series": [1.0] * 20, "horizon": 3, "levels": [0]}, "strictly between 0 and 100"),
     ("repeated level", {"series": [1.0] * 20, "horizon": 3, "levels": [80, 80.0]}, "must not repeat"),
     ("no levels", {"series": [1.0] * 20, "horizon": 3, "levels": []}, "must list 1 to 10"),
+    ("level as a fraction", {"series": [1.0] * 20, "horizon": 3, "levels": [0.95]}, "send 95, not 0.95"),
     (
         "top-level horizon",
         {"inputs": [{"series": [1.0] * 20, "horizon": 1}], "horizon": 2},
@@ -145,8 +154,30 @@ async def test_a_bad_forecast_request_is_a_422_that_says_what_to_fix(
     assert message in response.json()["detail"]
 
 
+async def test_a_body_with_several_mistakes_lists_every_one(strict_client: httpx.AsyncClient) -> None:
+    digits = {"inputs": [{"pixels": ZEROS}, {"pixels": BAR}, {"pixels": [[0.0] * 27 + [0.5]] * 28}]}
+    forecasts = {"inputs": [{"series": [1.0] * 3, "horizon": 500}, {"series": [1.0] * 20, "horizon": 0}]}
+    octets = np.zeros((3, 784), np.uint8)
+    octets[1, :10] = 255
+    responses = [
+        await strict_client.post("/predict/digit", json=digits),
+        await strict_client.post("/forecast", json=forecasts),
+        await strict_client.post(
+            "/predict/digit", content=octets.tobytes(), headers={"content-type": "application/octet-stream"}
+        ),
+    ]
+    assert [r.status_code for r in responses] == [422] * 3
+    locations = [[e["loc"] for e in r.json()["errors"]] for r in responses]
+    assert locations == [
+        ["inputs[0].pixels", "inputs[2].pixels"],
+        ["inputs[0].series", "inputs[0].horizon", "inputs[1].horizon"],
+        ["images[0]", "images[2]"],
+    ]
+    assert "holds no digit" in responses[2].json()["errors"][0]["msg"]
+
+
 async def test_pydantic_errors_are_listed_one_by_one(strict_client: httpx.AsyncClient) -> None:
-    body = {"inputs": [{"pixels": [1]}, {"image": 3}, {"pixels": ZEROS}]}
+    body = {"inputs": [{"pixels": [1]}, {"image": 3}, {"pixels": BAR}]}
     response = await strict_client.post("/predict/digit", json=body)
     assert response.status_code == 422
     assert [e["loc"] for e in response.json()["errors"]] == ["inputs[0].pixels", "inputs[1].image"]
@@ -213,7 +244,7 @@ async def test_a_body_over_the_limit_is_a_413(serve: ServeApp) -> None:
             "/forecast", content=chunks(), headers={"content-type": "application/json"}
         )
         assert streamed.status_code == 413
-        small = await client.post("/predict/digit", json={"pixels": ZEROS})
+        small = await client.post("/predict/digit", json={"pixels": BAR})
         assert small.status_code == 200
 
 
@@ -232,17 +263,23 @@ async def test_a_full_queue_is_a_429_and_a_shutdown_answers_the_waiting_with_503
         max_batch_size=16, max_delay_ms=FOREVER_MS, max_queue_size=2, max_inputs_per_request=2
     ) as (app, client):
         waiting = [
-            asyncio.ensure_future(client.post("/predict/digit", json={"pixels": ZEROS})) for _ in range(2)
+            asyncio.ensure_future(client.post("/predict/digit", json={"pixels": BAR})) for _ in range(2)
         ]
         depth = {"model": "digit_lstm"}
         for _ in range(3000):  # wait (at most 30 s) until both wait in the queue
             if app.state.metrics.registry.get_sample_value("rnnserve_queue_depth", depth) == 2:
                 break
             await asyncio.sleep(0.01)
-        refused = await client.post("/predict/digit", json={"pixels": ZEROS})
+        refused = await client.post("/predict/digit", json={"pixels": BAR})
         assert refused.status_code == 429
-        assert refused.headers["retry-after"] == "1"
-        assert "retry shortly" in refused.json()["detail"]
+        assert refused.headers["retry-after"] == "1"  # no model call yet: nothing to estimate from
+        assert "2 inputs waiting" in refused.json()["detail"]
+        assert "retry after 1 s" in refused.json()["detail"]
+        # Refused before its body is read: a body that is not even JSON gets the same answer.
+        garbage = await client.post(
+            "/predict/digit", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert garbage.status_code == 429
     # Leaving the block stopped the app: the waiting requests were answered, not dropped.
     for response in await asyncio.wait_for(asyncio.gather(*waiting), 60):
         assert response.status_code == 503
@@ -271,7 +308,7 @@ async def test_a_corrupt_model_keeps_the_service_not_ready_and_says_which_file(
             assert ready.status_code == 503
             assert ready.json()["models"]["sine_gru"] == "ready"
             assert "sha256" in ready.json()["models"]["digit_lstm"]
-            refused = await client.post("/predict/digit", json={"pixels": ZEROS})
+            refused = await client.post("/predict/digit", json={"pixels": BAR})
             assert refused.status_code == 503
             assert "model.onnx" in refused.json()["detail"]
             forecast = await client.post("/forecast", json={"series": [1.0] * 20, "horizon": 2})

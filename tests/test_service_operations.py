@@ -23,7 +23,7 @@ from service.logs import JsonFormatter, configure_logging
 if TYPE_CHECKING:
     from conftest import ServeApp
 
-ZEROS = [[0] * 28 for _ in range(28)]
+BAR = [[0] * 12 + [200] * 4 + [0] * 12 for _ in range(28)]  # a "1"
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -83,7 +83,7 @@ async def test_the_newest_version_is_served(serve: ServeApp, models_dir: Path, t
     (repository / "digit_lstm" / "9").mkdir()  # older and empty: never looked at
     (repository / "digit_lstm" / "notes").mkdir()  # not a version
     async with serve(model_dir=repository) as (_, client):
-        answer = (await client.post("/predict/digit", json={"pixels": ZEROS})).json()
+        answer = (await client.post("/predict/digit", json={"pixels": BAR})).json()
         described = {m["name"]: m for m in (await client.get("/models")).json()["models"]}
     assert answer["version"] == "12"
     assert described["digit_lstm"]["version"] == "12"
@@ -95,7 +95,7 @@ def families(text: str) -> dict[str, Any]:
 
 async def test_metrics_count_requests_by_route_and_status_and_time_the_models(serve: ServeApp) -> None:
     async with serve() as (_, client):
-        await client.post("/predict/digit", json={"pixels": ZEROS})
+        await client.post("/predict/digit", json={"pixels": BAR})
         await client.post("/predict/digit", json={"pixels": [1]})
         await client.post("/forecast", json={"series": [1.0] * 20, "horizon": 3})
         await client.get("/no/such/route")
@@ -205,7 +205,7 @@ async def test_a_client_that_leaves_has_its_queued_input_skipped_and_counted(
     async with LifespanManager(app, startup_timeout=120) as manager:
         gone = asyncio.Event()
         sent: list[Message] = []
-        body = json.dumps({"pixels": ZEROS}).encode()
+        body = json.dumps({"pixels": BAR}).encode()
         messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def receive() -> Message:
@@ -240,7 +240,7 @@ async def test_a_client_that_leaves_has_its_queued_input_skipped_and_counted(
 
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://rnnserve") as client:
-            staying = await client.post("/predict/digit", json={"pixels": ZEROS})  # completes the batch of 2
+            staying = await client.post("/predict/digit", json={"pixels": BAR})  # completes the batch of 2
         assert staying.status_code == 200
         assert registry.get_sample_value("rnnserve_cancelled_inputs_total", {"model": "digit_lstm"}) == 1
         assert registry.get_sample_value("rnnserve_batch_size_sum", {"model": "digit_lstm"}) == 1

@@ -93,8 +93,13 @@ class RemoteQueue:
         self.model = model
         self.timeout_s = timeout_s
 
-    async def submit_many(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        message = {"kind": "infer", "model": self.model, **encode_inputs(inputs)}
+    def admit(self) -> None:
+        """The engine's queue decides, once the request is read and sent."""
+
+    async def submit_many(
+        self, inputs: Sequence[np.ndarray], timeout_s: float | None = None
+    ) -> list[np.ndarray]:
+        message = {"kind": "infer", "model": self.model, "timeout_s": timeout_s, **encode_inputs(inputs)}
         answer = await self.client.request(message, self.timeout_s)
         if answer.get("kind") == "error":
             raise_error(answer)

@@ -4,8 +4,8 @@ Each message is one ZeroMQ frame: a msgpack map with the protocol version `v`, a
 request's `id` (the worker's, echoed in the answer). Arrays travel as raw bytes in its field `data`.
 
 worker -> engine:
-- `infer`: `model`, and the inputs as `dtype` and `shapes` (one per input) with `data` holding them
-  all, concatenated;
+- `infer`: `model`, the request's `timeout_s` (or nil), and the inputs as `dtype` and `shapes` (one
+  per input) with `data` holding them all, concatenated;
 - `cancel`: the client of request `id` went away: drop its inputs that are still queued;
 - `state`: asks for readiness and the models' description.
 

@@ -88,7 +88,7 @@ class ModelEngine:
     async def _infer(self, key: RequestKey, message: dict[str, Any]) -> None:
         try:
             model = self._registry.model(str(message["model"]))
-            outputs = await model.batcher.submit_many(decode_inputs(message))
+            outputs = await model.batcher.submit_many(decode_inputs(message), message.get("timeout_s"))
             self._send(key, {"kind": "result", **encode_outputs(outputs)})
         except asyncio.CancelledError:
             return  # the worker's client went away: nobody waits for an answer

@@ -10,6 +10,7 @@ OpenAPI description is added to the app's schema, so `/docs` shows them like the
 from __future__ import annotations
 
 import asyncio
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
 from service.errors import ClientDisconnected, InvalidInput, ServiceError, error_content
+from service.headers import header
 from service.registry import Registry
 
 T = TypeVar("T")
@@ -121,6 +123,22 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
         raise ClientDisconnected() from None
     finally:
         watcher.cancel()
+
+
+def request_timeout_s(scope: Scope) -> float | None:
+    """The deadline a client set with `X-Request-Timeout-Ms`, in seconds (the queue timeout caps it)."""
+    given = header(scope, b"x-request-timeout-ms")
+    if not given:
+        return None
+    try:
+        milliseconds = float(given)
+    except ValueError:
+        milliseconds = math.nan
+    if not (math.isfinite(milliseconds) and milliseconds > 0):
+        raise InvalidInput(
+            f"X-Request-Timeout-Ms: is {given[:40]!r}; send a positive number of milliseconds, e.g. 250"
+        )
+    return milliseconds / 1000
 
 
 def check_count(count: int, limit: int) -> None:

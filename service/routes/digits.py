@@ -16,6 +16,7 @@ from service.codecs import (
     IMAGE_TYPES,
     MULTIPART,
     OCTET_STREAM,
+    PIXELS_PER_IMAGE,
     DigitItem,
     check_digit_media_type,
     digit_items_from_json,
@@ -27,7 +28,7 @@ from service.errors import InvalidInput
 from service.headers import header
 from service.imaging import decode_base64, image_to_pixels
 from service.registry import Registry
-from service.routes.common import DirectRoute, check_count, read_body, unless_disconnected
+from service.routes.common import DirectRoute, check_count, read_body, request_timeout_s, unless_disconnected
 from service.schemas import BINARY_IMAGE, DigitPrediction, DigitPredictions, DigitRequest, openapi_operation
 
 
@@ -57,8 +58,10 @@ class PredictDigit(DirectRoute):
 
     async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         classifier = registry.digit_classifier()
+        classifier.queue.admit()  # before the body is read: a refusal costs next to nothing
+        timeout_s = request_timeout_s(scope)
         images, many = await self.read_images(scope, receive)
-        predictions = await unless_disconnected(receive, classifier.classify(images))
+        predictions = await unless_disconnected(receive, classifier.classify(images, timeout_s))
         return {"predictions": predictions} if many else predictions[0]
 
     async def read_images(self, scope: Scope, receive: Receive) -> tuple[Images, bool]:
@@ -71,9 +74,8 @@ class PredictDigit(DirectRoute):
         if kind in IMAGE_TYPES:
             return [await asyncio.to_thread(image_to_pixels, body)], False
         if kind == OCTET_STREAM:
-            images = pixels_from_octets(body)
-            check_count(len(images), self.settings.max_inputs_per_request)
-            return images, True
+            check_count(len(body) // PIXELS_PER_IMAGE, self.settings.max_inputs_per_request)
+            return pixels_from_octets(body), True
         check_digit_media_type(kind)
         items, many = digit_items_from_json(body)
         check_count(len(items), self.settings.max_inputs_per_request)
@@ -84,8 +86,8 @@ class PredictDigit(DirectRoute):
 
 
 def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:
-    """Each input's pixels, decoding its image file if it sent one; an error names the input."""
-    images = []
+    """Each input's pixels, decoding its image file if it sent one; an error names every input at fault."""
+    images, errors = [], []
     for index, item in enumerate(items):
         if isinstance(item, np.ndarray):
             images.append(item)
@@ -93,7 +95,10 @@ def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:
         try:
             images.append(image_to_pixels(decode_base64(item)))
         except InvalidInput as exc:
-            raise InvalidInput(f"inputs[{index}].{exc.message}" if many else exc.message) from None
+            field, _, message = exc.message.partition(": ")
+            errors.append({"loc": f"inputs[{index}].{field}" if many else field, "msg": message})
+    if errors:
+        raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
     return images
 
 

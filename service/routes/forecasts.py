@@ -8,7 +8,7 @@ from starlette.types import Receive, Scope
 
 from service.codecs import forecast_items_from_json
 from service.registry import Registry
-from service.routes.common import DirectRoute, check_count, read_body, unless_disconnected
+from service.routes.common import DirectRoute, check_count, read_body, request_timeout_s, unless_disconnected
 from service.schemas import Forecast, ForecastRequest, Forecasts, openapi_operation
 
 
@@ -24,11 +24,10 @@ class ForecastSeries(DirectRoute):
 
     async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         forecaster = registry.forecaster()
+        forecaster.queue.admit()  # before the body is read: a refusal costs next to nothing
+        timeout_s = request_timeout_s(scope)
         items, many = forecast_items_from_json(await read_body(receive))
         check_count(len(items), self.settings.max_inputs_per_request)
-        queries = [
-            forecaster.prepare(item.series, item.horizon, item.levels, f"inputs[{i}]." if many else "")
-            for i, item in enumerate(items)
-        ]
-        answers = await unless_disconnected(receive, forecaster.forecast(queries))
+        queries = forecaster.prepare(items, many)
+        answers = await unless_disconnected(receive, forecaster.forecast(queries, timeout_s))
         return {"forecasts": answers} if many else answers[0]

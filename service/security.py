@@ -1,0 +1,71 @@
+"""Access control: API keys, checked before anything else reads the request.
+
+Keys come from `RNNSERVE_API_KEYS` (comma-separated) and `RNNSERVE_API_KEYS_FILE` (one per line, for a
+mounted secret); none means the service is open. A key is accepted as `Authorization: Bearer <key>` or
+`X-API-Key: <key>` and compared in constant time with every configured key. A missing or wrong key
+gets 401 with `WWW-Authenticate: Bearer`. Health checks and the API docs stay open, `/metrics` too
+unless `RNNSERVE_METRICS_REQUIRE_KEY=true`. Keys never reach a log line.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.config import Settings
+from service.errors import Unauthorized, error_content
+from service.headers import header
+from service.routes.common import send_json
+
+OPEN_PATHS = frozenset(
+    {"/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
+REQUEST_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "X-Request-Timeout-Ms"]
+
+
+def install_access_control(app: FastAPI, settings: Settings) -> None:
+    """API keys, and CORS outside them (a browser's preflight request carries no key)."""
+    app.add_middleware(
+        ApiKeyMiddleware, keys=settings.api_key_set(), metrics_open=not settings.metrics_require_key
+    )
+    if settings.cors_origin_list():
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list(), allow_methods=["GET", "POST"],
+            allow_headers=REQUEST_HEADERS, expose_headers=["X-Request-ID", "Retry-After"],
+        )  # fmt: skip
+
+
+class ApiKeyMiddleware:
+    def __init__(self, app: ASGIApp, keys: frozenset[str], metrics_open: bool) -> None:
+        self.app = app
+        self.keys = [key.encode() for key in sorted(keys)]
+        self.open_paths = OPEN_PATHS | ({"/metrics"} if metrics_open else set())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.keys
+            or scope["path"] in self.open_paths
+            or self._allowed(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        given = bool(header(scope, b"authorization") or header(scope, b"x-api-key"))
+        error = Unauthorized(
+            "the API key is wrong: send a valid one as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+            if given
+            else "an API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        )
+        await send_json(send, error.status_code, error_content(error), error.headers.items())
+
+    def _allowed(self, scope: Scope) -> bool:
+        scheme, _, bearer = header(scope, b"authorization").partition(" ")
+        given = (bearer.strip() if scheme.lower() == "bearer" else "") or header(scope, b"x-api-key")
+        if not given:
+            return False
+        candidate = given.encode()
+        matches = [hmac.compare_digest(candidate, key) for key in self.keys]  # every key, always
+        return any(matches)

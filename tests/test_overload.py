@@ -1,0 +1,146 @@
+"""Overload against a real server on 127.0.0.1: a burst of 600 connections at once, and 1,000 clients
+that give up while queued. Outcomes are asserted; the rejection times are printed, not asserted
+(timings belong in benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from serving import free_port, wait_until_ready
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BAR = [[0] * 12 + [200] * 4 + [0] * 12] * 28  # a "1"
+BODY = json.dumps({"pixels": BAR}).encode()
+HEAD = (
+    "POST /predict/digit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    f"Content-Length: {len(BODY)}\r\n\r\n"
+).encode()
+
+pytestmark = pytest.mark.slow
+
+
+def start(models_dir: Path, log_path: Path, **settings: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
+    environment |= {
+        "RNNSERVE_PORT": str(port),
+        "RNNSERVE_MODEL_DIR": str(models_dir),
+        "RNNSERVE_WORKERS": "1",
+    }
+    environment |= {f"RNNSERVE_{name.upper()}": value for name, value in settings.items()}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=environment, stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(url, process, log_path.read_text)
+    return url, process
+
+
+@pytest.fixture
+def held_service(models_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """A service whose model waits 4 s for a batch to fill (max_batch_size 64): queued inputs stay queued."""
+    url, process = start(
+        models_dir, tmp_path / "service.log",
+        max_queue_size="8", max_inputs_per_request="8", max_delay_ms="4000", log_level="WARNING",
+    )  # fmt: skip
+    yield url
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=60)
+
+
+async def post(port: int) -> tuple[int, dict[str, str], float]:
+    """One request on its own connection: status, headers and seconds until the answer."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HEAD + BODY)
+    raw = await reader.readuntil(b"\r\n\r\n")
+    seconds = time.perf_counter() - started
+    lines = raw.decode().split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    await reader.readexactly(int(headers["content-length"]))
+    writer.close()
+    return int(lines[0].split()[1]), headers, seconds
+
+
+def metric(url: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_a_burst_of_600_connections_is_refused_at_once_and_the_admitted_are_answered(
+    held_service: str,
+) -> None:
+    port = int(held_service.rsplit(":", 1)[1])
+
+    async def burst() -> list[tuple[int, dict[str, str], float]]:
+        return await asyncio.gather(*(post(port) for _ in range(600)))
+
+    outcomes = asyncio.run(burst())
+    statuses = [status for status, _, _ in outcomes]
+    assert statuses.count(200) == 8 and statuses.count(429) == 592, sorted(set(statuses))
+    refused = [(headers, seconds) for status, headers, seconds in outcomes if status == 429]
+    assert all(int(headers["retry-after"]) >= 1 for headers, _ in refused)
+    print(
+        f"\n429 median {statistics.median(s for _, s in refused) * 1000:.0f} ms over {len(refused)} refusals"
+    )
+    assert metric(held_service, "rnnserve_batch_size_sum", model="digit_lstm") == 8
+
+
+def test_a_thousand_clients_that_leave_while_queued_cost_nothing(models_dir: Path, tmp_path: Path) -> None:
+    url, process = start(
+        models_dir, tmp_path / "service.log",
+        max_queue_size="2048", max_delay_ms="3000", max_batch_size="2048", log_level="WARNING",
+    )  # fmt: skip
+    port = int(url.rsplit(":", 1)[1])
+    calls_before = metric(url, "rnnserve_batch_size_count", model="digit_lstm")
+
+    async def leave() -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(HEAD + BODY)
+        await writer.drain()
+        await asyncio.sleep(0.5)  # queued: the batch waits up to 3 s to fill
+        writer.close()
+
+    async def clients() -> None:
+        await asyncio.gather(*(leave() for _ in range(1000)))
+
+    try:
+        asyncio.run(clients())
+        for _ in range(300):
+            if metric(url, "rnnserve_cancelled_inputs_total", model="digit_lstm") == 1000:
+                break
+            time.sleep(0.1)
+        assert metric(url, "rnnserve_cancelled_inputs_total", model="digit_lstm") == 1000
+        assert (
+            metric(url, "rnnserve_batch_size_count", model="digit_lstm") == calls_before
+        )  # nothing computed
+        assert metric(url, "rnnserve_queue_depth", model="digit_lstm") == 0
+        # The whole queue is free again: 8 requests of 256 images fill it exactly, and all are answered.
+        images = bytes(bytearray(v for row in BAR for v in row)) * 256
+
+        async def fill() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+                octets = {"content-type": "application/octet-stream"}
+                return await asyncio.gather(*(http.post("/predict/digit", content=images, headers=octets)
+                                              for _ in range(8)))  # fmt: skip
+
+        assert [r.status_code for r in asyncio.run(fill())] == [200] * 8
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
