@@ -9,7 +9,8 @@ skip JSON altogether. Pure functions: bytes in, arrays out, no I/O.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -35,6 +36,8 @@ MULTIPART = "multipart/form-data"
 
 SERIES_FIELDS = {"series", "horizon", "levels"}
 REQUIRED_SERIES_FIELDS = {"series", "horizon"}
+
+T = TypeVar("T")
 
 DigitItem = np.ndarray | str
 """One digit input: 28×28 float32 pixels, or the base64 text of an image file still to decode."""
@@ -76,17 +79,26 @@ def pixels_from_octets(body: bytes) -> np.ndarray:
     return raw.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
 
 
-def digit_items_from_json(body: bytes) -> tuple[list[DigitItem], bool]:
-    """The images of a JSON body, and whether it asked for a list of answers (`inputs`)."""
+def _common_items(body: bytes, item: Callable[[Any], T]) -> tuple[list[T], bool] | None:
+    """The fast path: the entries of a body of the common shapes (one entry, or `inputs`), each read by
+    `item`, and whether it asked for a list of answers; None when pydantic must judge it."""
     try:
         data = orjson.loads(body)
         if isinstance(data, dict) and "inputs" in data:
             if len(data) != 1 or not isinstance(data["inputs"], list) or not data["inputs"]:
-                raise _NotCommon
-            return [_digit_item(entry) for entry in data["inputs"]], True
-        return [_digit_item(data)], False
+                return None
+            return [item(entry) for entry in data["inputs"]], True
+        return [item(data)], False
     except (orjson.JSONDecodeError, _NotCommon, PydanticCustomError):
-        request = parse_body(DigitRequest, body)  # raises the contract's errors
+        return None
+
+
+def digit_items_from_json(body: bytes) -> tuple[list[DigitItem], bool]:
+    """The images of a JSON body, and whether it asked for a list of answers (`inputs`)."""
+    common = _common_items(body, _digit_item)
+    if common is not None:
+        return common
+    request = parse_body(DigitRequest, body)  # raises the contract's errors
     items: list[DigitItem] = []
     for entry in request.items():
         items.append(entry.pixels if entry.pixels is not None else str(entry.image))
@@ -105,15 +117,10 @@ def _digit_item(data: Any) -> DigitItem:
 
 def forecast_items_from_json(body: bytes) -> tuple[list[ForecastInput], bool]:
     """The series of a JSON body, and whether it asked for a list of answers (`inputs`)."""
-    try:
-        data = orjson.loads(body)
-        if isinstance(data, dict) and "inputs" in data:
-            if len(data) != 1 or not isinstance(data["inputs"], list) or not data["inputs"]:
-                raise _NotCommon
-            return [_forecast_item(entry) for entry in data["inputs"]], True
-        return [_forecast_item(data)], False
-    except (orjson.JSONDecodeError, _NotCommon, PydanticCustomError):
-        request = parse_body(ForecastRequest, body)  # raises the contract's errors
+    common = _common_items(body, _forecast_item)
+    if common is not None:
+        return common
+    request = parse_body(ForecastRequest, body)  # raises the contract's errors
     return request.items(), request.inputs is not None
 
 

@@ -8,8 +8,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
-from service.digits import DigitClassifier
-from service.forecasting import Forecaster
 from service.metrics import ServiceMetrics
 from service.registry import Registry
 
@@ -29,16 +27,6 @@ async def get_registry(request: Request) -> Registry:
     return registry
 
 
-async def get_digit_classifier(registry: Annotated[Registry, Depends(get_registry)]) -> DigitClassifier:
-    return registry.digit_classifier()
-
-
-async def get_forecaster(registry: Annotated[Registry, Depends(get_registry)]) -> Forecaster:
-    return registry.forecaster()
-
-
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
-DigitClassifierDep = Annotated[DigitClassifier, Depends(get_digit_classifier)]
-ForecasterDep = Annotated[Forecaster, Depends(get_forecaster)]

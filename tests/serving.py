@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,3 +37,22 @@ def wait_until_ready(
         time.sleep(0.2)
     process.kill()
     pytest.fail(f"the service was not ready within {timeout_s:.0f} s:\n{output()}")
+
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_service(models_dir: Path, log_path: Path, **settings: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """`python -m service` on a free port with the committed models and the given RNNSERVE_* settings
+    (by lower-case name), its output in `log_path`; its URL and process, once ready."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
+    environment |= {"RNNSERVE_PORT": str(port), "RNNSERVE_MODEL_DIR": str(models_dir)}
+    environment |= {f"RNNSERVE_{name.upper()}": value for name, value in settings.items()}
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=environment, stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_ready(url, process, log_path.read_text)
+    return url, process

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import free_port, wait_until_ready
+from serving import start_service
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BAR = [[0] * 12 + [200] * 4 + [0] * 12] * 28  # a "1"
 BODY = json.dumps({"pixels": BAR}).encode()
 HEAD = (
@@ -32,21 +29,7 @@ pytestmark = pytest.mark.slow
 
 
 def start(models_dir: Path, log_path: Path, **settings: str) -> tuple[str, subprocess.Popen[bytes]]:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
-    environment |= {
-        "RNNSERVE_PORT": str(port),
-        "RNNSERVE_MODEL_DIR": str(models_dir),
-        "RNNSERVE_WORKERS": "1",
-    }
-    environment |= {f"RNNSERVE_{name.upper()}": value for name, value in settings.items()}
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=environment, stdout=log, stderr=log
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_until_ready(url, process, log_path.read_text)
-    return url, process
+    return start_service(models_dir, log_path, workers="1", **settings)
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ all of them (`RNNSERVE_ENGINE=process`), and with models in each worker (`inline
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +13,8 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import free_port, wait_until_ready
+from serving import start_service
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 OCTETS = {"content-type": "application/octet-stream"}
 
 pytestmark = pytest.mark.slow
@@ -26,21 +22,8 @@ pytestmark = pytest.mark.slow
 
 class Service:
     def __init__(self, models_dir: Path, log_path: Path, **settings: str) -> None:
-        port = free_port()
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
-        environment |= {
-            "RNNSERVE_PORT": str(port),
-            "RNNSERVE_MODEL_DIR": str(models_dir),
-            "RNNSERVE_THREADS": "1",
-        }
-        environment |= {f"RNNSERVE_{name.upper()}": value for name, value in settings.items()}
-        self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
-        with log_path.open("w") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "service"], cwd=REPO_ROOT, env=environment, stdout=log, stderr=log
-            )
-        wait_until_ready(self.url, self.process, log_path.read_text)
+        self.url, self.process = start_service(models_dir, log_path, threads="1", **settings)
 
     def stop(self) -> int:
         if self.process.poll() is None:
