@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.config import Settings
+from service.drain import Drain
 from service.engine.client import RemoteRegistry
 from service.errors import install_error_handlers
 from service.metrics import ServiceMetrics
@@ -21,8 +22,9 @@ from service.routes.forecasts import ForecastSeries
 from service.security import install_access_control
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, drain: Drain | None = None) -> FastAPI:
     settings = settings or Settings()
+    drain = drain or Drain(settings.drain_s)
     service_metrics = ServiceMetrics(settings.multiprocess_dir)
 
     @asynccontextmanager
@@ -47,13 +49,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = service_metrics
+    app.state.drain = drain
     install_error_handlers(app)
     # The prediction routes, nearly all the traffic, are answered ahead of the framework's routing.
     predictions = [PredictDigit(settings), ForecastSeries(settings)]
     app.add_middleware(DirectRoutes, routes=predictions)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_access_control(app, settings)
-    app.add_middleware(RequestContextMiddleware, metrics=service_metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=service_metrics, drain=drain)
     for routes in (models, health, metrics):
         app.include_router(routes.router)
     document(app, predictions)

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     shutdown_timeout_s: int = Field(
         default=10, ge=1, description="How long a stopping server waits for requests in flight."
     )
+    drain_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="After SIGTERM, how long the service keeps answering (not ready, Connection: close) "
+        "before it stops accepting connections: time for a load balancer to notice.",
+    )
     workers: int = Field(
         default=0,
         ge=0,

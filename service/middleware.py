@@ -12,6 +12,7 @@ from collections.abc import Callable
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.drain import Drain
 from service.errors import PayloadTooLarge
 from service.headers import header
 from service.logs import request_id
@@ -27,9 +28,10 @@ class RequestContextMiddleware:
     """Gives each request an id (the client's X-Request-ID when it is sane, else a new one), returns it
     as a header, makes it part of every log record, and logs and counts the request when it ends."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, drain: Drain) -> None:
         self.app = app
         self.metrics = metrics
+        self.drain = drain
         # New ids are this process's random prefix and a counter: unique, and cheaper than a uuid4.
         self._id_prefix = secrets.token_hex(8)
         self._counter = itertools.count(1)
@@ -50,7 +52,10 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message).append(REQUEST_ID_HEADER, rid)
+                headers = MutableHeaders(scope=message)
+                headers.append(REQUEST_ID_HEADER, rid)
+                if self.drain.draining:  # the service stops soon: clients should reconnect elsewhere
+                    headers["connection"] = "close"
             await send(message)
 
         try:

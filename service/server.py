@@ -31,6 +31,7 @@ from uvicorn.supervisors import Multiprocess
 
 from service.app import create_app
 from service.config import Settings
+from service.drain import Drain
 from service.engine.server import run_engine
 from service.logs import configure_logging
 
@@ -65,7 +66,7 @@ def serve(settings: Settings) -> None:
     mode = settings.engine_mode(gpu_available(settings) if settings.engine == "auto" else False)
     settings = settings.model_copy(update={"workers": settings.worker_count()})
     if settings.workers == 1 and mode == "inline":
-        uvicorn.run(create_app(settings), **server_options(settings))
+        uvicorn.run(functools.partial(serving_app, settings), factory=True, **server_options(settings))
         return
     with tempfile.TemporaryDirectory(prefix="rnnserve-") as scratch:
         metrics_dir = Path(scratch) / "metrics"
@@ -86,10 +87,10 @@ def serve(settings: Settings) -> None:
         logger.info("serving with %d HTTP workers, models %s", settings.workers,
                     "in one model engine" if engine else "in each worker")  # fmt: skip
         config = uvicorn.Config(
-            functools.partial(worker_app, settings), factory=True, workers=settings.workers,
+            functools.partial(serving_app, settings), factory=True, workers=settings.workers,
             **server_options(settings),
         )  # fmt: skip
-        workers = Multiprocess(config, sockets=[config.bind_socket()])
+        workers = Workers(config, sockets=[config.bind_socket()])
         stopped = threading.Event()
         if engine is not None:
             threading.Thread(target=stop_if_engine_dies, args=(engine, stopped), daemon=True).start()
@@ -103,12 +104,26 @@ def serve(settings: Settings) -> None:
             sys.exit(1)
 
 
-def worker_app(settings: Settings) -> FastAPI:
-    """The app of one HTTP worker process (which starts with no logging configured)."""
+class Workers(Multiprocess):
+    """uvicorn's process manager, which also lets go of the listening socket when it stops: once the
+    workers have drained and closed their copies, new connections are refused, not left unanswered in
+    a backlog that nobody accepts from."""
+
+    def terminate_all(self) -> None:
+        for listening in self.sockets:
+            listening.close()
+        super().terminate_all()
+
+
+def serving_app(settings: Settings) -> FastAPI:
+    """The app of a serving process, made by uvicorn once it handles the signals: logging (a worker
+    process starts with none), the app, and a drain on SIGTERM."""
     configure_logging(settings.log_level, settings.log_format)
-    # As with one process: RequestContextMiddleware logs each request, so uvicorn's access log stays off.
+    # RequestContextMiddleware logs each request, so uvicorn's access log stays off.
     logging.getLogger("uvicorn.access").propagate = False
-    return create_app(settings)
+    drain = Drain(settings.drain_s)
+    drain.take_over_sigterm()
+    return create_app(settings, drain)
 
 
 def start_engine(settings: Settings, address: str) -> multiprocessing.process.BaseProcess:

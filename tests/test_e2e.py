@@ -47,6 +47,7 @@ def service(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         "RNNSERVE_MODEL_DIR": str(models_dir),
         "RNNSERVE_LOG_FORMAT": "json",
         "RNNSERVE_THREADS": "1",
+        "RNNSERVE_DRAIN_S": "0",
     }
     log_path = tmp_path_factory.mktemp("e2e") / "service.log"
     with log_path.open("w") as log:

@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
-from service.errors import ClientDisconnected, InvalidInput, ServiceError, error_content
+from service.errors import ClientDisconnected, InvalidInput, ServiceError, ShuttingDown, error_content
 from service.headers import header
 from service.registry import Registry
 
@@ -52,6 +52,11 @@ class DirectRoute(ABC):
             # Nobody reads it; the status shows in the logs and metrics.
             await send_json(send, 499, {"detail": "the client closed the request"})
             return
+        except asyncio.CancelledError:
+            # The server's shutdown timeout ran out with this request unanswered: say so, then stop.
+            error = ShuttingDown("the service shut down before this request was answered: retry")
+            await send_json(send, error.status_code, error_content(error))
+            raise
         await send_json(send, 200, content)
 
 

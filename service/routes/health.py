@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from service.deps import RegistryDep
 from service.responses import JSONBytesResponse
@@ -22,8 +22,10 @@ async def live() -> dict[str, str]:
     summary="Every model is loaded, verified and warmed up",
     responses={503: {"description": "Some model is not ready; `models` says why."}},
 )
-async def ready(registry: RegistryDep) -> JSONBytesResponse:
+async def ready(registry: RegistryDep, request: Request) -> JSONBytesResponse:
     states = await registry.readiness()
     ready = all(state == "ready" for state in states.values())
     body: dict[str, Any] = {"status": "ready" if ready else "not ready", "models": states}
+    if request.app.state.drain.draining:
+        ready, body["status"] = False, "draining: the service is shutting down"
     return JSONBytesResponse(body, status_code=200 if ready else 503)
