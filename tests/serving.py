@@ -48,7 +48,8 @@ def start_service(models_dir: Path, log_path: Path, **settings: str) -> tuple[st
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
     # No drain unless a test asks for one: it would only make each stop take longer.
-    environment |= {"RNNSERVE_PORT": str(port), "RNNSERVE_MODEL_DIR": str(models_dir), "RNNSERVE_DRAIN_S": "0"}
+    environment |= {"RNNSERVE_PORT": str(port), "RNNSERVE_MODEL_DIR": str(models_dir)}
+    environment |= {"RNNSERVE_DRAIN_S": "0"}
     environment |= {f"RNNSERVE_{name.upper()}": value for name, value in settings.items()}
     with log_path.open("w") as log:
         process = subprocess.Popen(
