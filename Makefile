@@ -7,13 +7,14 @@ export RNNSERVE_DATA_DIR ?= $(abspath ../shared/data)
 # Torch's OpenMP threads spin-wait by default, which starves everything else on a shared machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-dev serve loadtest bench test lint typecheck train-digit train-forecast clean check-containers container-tools
+.PHONY: help install install-dev serve loadtest bench soak load-tools test lint typecheck train-digit train-forecast clean check-containers container-tools
 
 help:
 	@echo "make serve           run the service on the committed models (127.0.0.1:8000)"
 	@echo "make test            lint, type-check and run the whole test suite"
 	@echo "make loadtest        latency and throughput of the service at concurrency 1 and 64"
 	@echo "make bench           the full benchmark (hey, every input form, 1 vs N workers, baselines) into reports/bench/"
+	@echo "make soak            15 minutes at 70 % of capacity: errors, p99, memory, descriptors into reports/soak/"
 	@echo "make train-digit     train and export the digit LSTM into models/"
 	@echo "make train-forecast  train and export the series GRU into models/"
 	@echo "make check-containers  hadolint, docker-compose config for every profile, and the build-context test"
@@ -47,11 +48,19 @@ loadtest: $(VENV)/.dev-installed
 	$(PY) scripts/loadtest.py --serve
 
 # Not part of `make test`: it takes minutes, and its numbers belong in the README, not in asserts.
-bench: $(VENV)/.bench-installed
+bench: load-tools $(VENV)/.bench-installed
+	$(PY) scripts/bench.py --out reports/bench $(BENCH_ARGS)
+
+# The README's soak run; `make test` runs a one-minute version (tests/test_soak.py).
+soak: load-tools $(VENV)/.serve-installed
+	$(PY) scripts/soak.py --seconds 900 --out reports/soak/soak.md
+
+# Debian's `hey`, the load generator of the benchmark, the soak and their tests.
+load-tools:
 	@command -v hey >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" != 0 ]; then echo "hey is missing: sudo apt-get install hey" >&2; exit 1; fi; \
+	  echo "installing Debian's hey (the load generator)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; }
-	$(PY) scripts/bench.py --out reports/bench $(BENCH_ARGS)
 
 lint: $(VENV)/.dev-installed
 	$(PY) -m ruff check service training tests scripts
@@ -60,7 +69,7 @@ lint: $(VENV)/.dev-installed
 typecheck: $(VENV)/.dev-installed
 	$(PY) -m mypy
 
-test: lint typecheck container-tools
+test: lint typecheck container-tools load-tools
 	$(PY) -m pytest -ra
 
 # The container images, checked without a Docker engine (none runs here or in CI): tests/test_container.py
