@@ -115,8 +115,11 @@ def test_a_burst_of_600_connections_is_refused_at_once_and_the_admitted_are_answ
     refused = [(headers, seconds) for status, headers, seconds in outcomes if status == 429]
     assert all(int(headers["retry-after"]) >= 1 for headers, _ in refused)
     assert metric(held_service, "rnnserve_batch_size_sum", model="digit_lstm") == 8
-    median_ms = statistics.median(seconds for _, seconds in refused) * 1000
-    print(f"\n429 median {median_ms:.0f} ms over {len(refused)} refusals; "
+    # Two more bursts while the 8 admitted inputs still wait: every request is refused, on warm code.
+    medians = [statistics.median(seconds for _, seconds in refused)] + [
+        statistics.median(seconds for _, _, seconds in burst(port)) for _ in range(2)
+    ]
+    print(f"\n429 medians of 3 bursts: {', '.join(f'{m * 1000:.0f}' for m in medians)} ms; "
           f"a server that only answers 429: {rejection_floor_ms(tmp_path):.0f} ms")  # fmt: skip
 
 
