@@ -20,6 +20,7 @@ from service.routes.common import DirectRoutes, document
 from service.routes.digits import PredictDigit
 from service.routes.forecasts import ForecastSeries
 from service.security import install_access_control
+from service.web.docs import install_docs
 
 
 def create_app(settings: Settings | None = None, drain: Drain | None = None) -> FastAPI:
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
         title="rnnserve",
         summary="Recurrent models over HTTP, with dynamic batching",
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs, from local assets
+        redoc_url=None,
         # The service exports its own Prometheus metrics; FastAPI's OpenTelemetry hooks would cost a
         # look-up of the OpenTelemetry providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -60,4 +63,5 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     for routes in (models, health, metrics):
         app.include_router(routes.router)
     document(app, predictions)
+    install_docs(app)
     return app

@@ -20,9 +20,8 @@ from service.errors import Unauthorized, error_content
 from service.headers import header
 from service.routes.common import send_json
 
-OPEN_PATHS = frozenset(
-    {"/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
-)
+OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+OPEN_PREFIXES = ("/docs/assets/",)
 REQUEST_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "X-Request-Timeout-Ms"]
 
 
@@ -49,6 +48,7 @@ class ApiKeyMiddleware:
             scope["type"] != "http"
             or not self.keys
             or scope["path"] in self.open_paths
+            or scope["path"].startswith(OPEN_PREFIXES)
             or self._allowed(scope)
         ):
             await self.app(scope, receive, send)
