@@ -126,7 +126,7 @@ def test_a_burst_of_600_connections_is_refused_at_once_and_the_admitted_are_answ
 def test_a_thousand_clients_that_leave_while_queued_cost_nothing(models_dir: Path, tmp_path: Path) -> None:
     url, process = start(
         models_dir, tmp_path / "service.log",
-        max_queue_size="2048", max_delay_ms="3000", max_batch_size="2048", log_level="WARNING",
+        max_queue_size="2048", max_delay_ms="6000", max_batch_size="2048", log_level="WARNING",
     )  # fmt: skip
     port = int(url.rsplit(":", 1)[1])
     calls_before = metric(url, "rnnserve_batch_size_count", model="digit_lstm")
@@ -135,7 +135,7 @@ def test_a_thousand_clients_that_leave_while_queued_cost_nothing(models_dir: Pat
         _, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(HEAD + BODY)
         await writer.drain()
-        await asyncio.sleep(0.5)  # queued: the batch waits up to 3 s to fill
+        await asyncio.sleep(1.5)  # queued by now: the batch waits up to 6 s to fill
         writer.close()
 
     async def clients() -> None:
