@@ -75,7 +75,7 @@ def pixels_from_octets(body: bytes) -> np.ndarray:
         if (problem := pixel_problem(float(lows[index]), float(highs[index])))
     ]
     if errors:
-        raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+        raise InvalidInput.listing(errors)
     return raw.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
 
 

@@ -170,6 +170,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _one_model_per_task(self) -> Settings:
+        if self.digit_model == self.forecast_model:
+            raise ValueError(
+                f"digit_model and forecast_model both name {self.digit_model!r}: a model serves one task; "
+                "set RNNSERVE_DIGIT_MODEL and RNNSERVE_FORECAST_MODEL to different models"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _readable_key_file(self) -> Settings:
         self.api_key_set()
         return self

@@ -35,6 +35,11 @@ class InvalidInput(ServiceError):
 
     status_code = 422
 
+    @classmethod
+    def listing(cls, errors: list[dict[str, str]]) -> InvalidInput:
+        """One error for several problems, each `{"loc": ..., "msg": ...}`: all of them in the message."""
+        return cls("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+
 
 class Unauthorized(ServiceError):
     """No API key, or a wrong one."""
@@ -115,9 +120,10 @@ async def _client_disconnected(request: Request, exc: Exception) -> Response:
 
 async def _request_validation(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()]
-    summary = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
-    return error_response(422, summary, errors=errors)
+    listing = InvalidInput.listing(
+        [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()]
+    )
+    return error_response(422, listing.message, errors=listing.errors)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -68,7 +68,7 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
             window = recent_window(item.series, self.context_length)
             queries.append(ForecastQuery(window, item.horizon, tuple(item.levels or DEFAULT_LEVELS), where))
         if errors:
-            raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+            raise InvalidInput.listing(errors)
         return queries
 
     def run_batch(self, inputs: list[np.ndarray]) -> list[Moments]:

@@ -15,7 +15,7 @@ from service.digits import DigitClassifier
 from service.errors import ModelNotReady, ServiceError, ShuttingDown
 from service.forecasting import Forecaster
 from service.metrics import ServiceMetrics
-from service.repository import ModelLoadError, locate
+from service.repository import ModelArtifact, ModelLoadError, locate
 from service.runtimes import load_runtime
 from service.served import ServedModel
 
@@ -24,7 +24,7 @@ ModelKind = type[DigitClassifier] | type[Forecaster]
 logger = logging.getLogger(__name__)
 
 
-def MODEL_KINDS(settings: Settings) -> list[tuple[ModelKind, str]]:
+def model_kinds(settings: Settings) -> list[tuple[ModelKind, str]]:
     """What the service serves: each task's class and the configured model's name."""
     return [(DigitClassifier, settings.digit_model), (Forecaster, settings.forecast_model)]
 
@@ -46,16 +46,49 @@ class Registry(Protocol):
     async def close(self) -> None: ...
 
 
-def load_model(
-    kind: ModelKind, name: str, settings: Settings, metrics: ServiceMetrics
-) -> ServedModel[Any, Any]:
-    """Locate, verify, open and warm up model `name`; blocking. Raises `ModelLoadError`."""
+def locate_for(kind: ModelKind, name: str, settings: Settings) -> ModelArtifact:
+    """The verified artifact of model `name`, which must be of `kind`'s task; blocking. Raises
+    `ModelLoadError`."""
     artifact = locate(settings.model_dir, name, settings.backend)
     if artifact.task != kind.task:
         raise ModelLoadError(
             f"{artifact.directory / 'metadata.json'}: task is {artifact.task!r}, but this model is "
             f"configured to serve {kind.task!r}; check RNNSERVE_DIGIT_MODEL / RNNSERVE_FORECAST_MODEL"
         )
+    return artifact
+
+
+class ServedModels:
+    """The models by name, or why each is missing; the routes' look-ups by task."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._models: dict[str, ServedModel[Any, Any]] = {}
+        self._problems: dict[str, str] = {}
+
+    def model(self, name: str) -> ServedModel[Any, Any]:
+        """Model `name`, if it takes inputs; else a `ServiceError` (503) saying why."""
+        model = self._models.get(name)
+        if model is None:
+            raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
+        return model
+
+    def digit_classifier(self) -> DigitClassifier:
+        model = self.model(self._settings.digit_model)
+        assert isinstance(model, DigitClassifier)  # locate_for checked the task
+        return model
+
+    def forecaster(self) -> Forecaster:
+        model = self.model(self._settings.forecast_model)
+        assert isinstance(model, Forecaster)
+        return model
+
+
+def load_model(
+    kind: ModelKind, name: str, settings: Settings, metrics: ServiceMetrics
+) -> ServedModel[Any, Any]:
+    """Locate, verify, open and warm up model `name`; blocking. Raises `ModelLoadError`."""
+    artifact = locate_for(kind, name, settings)
     runtime = load_runtime(artifact, settings.backend, settings.device, settings.threads)
     model = kind.load(artifact, runtime, settings.batching_for(name), metrics.for_batcher(name))
     try:
@@ -65,14 +98,12 @@ def load_model(
     return model
 
 
-class ModelRegistry:
-    """The digit classifier and the forecaster, or why each is missing."""
+class ModelRegistry(ServedModels):
+    """The digit classifier and the forecaster, run in this process, or why each is missing."""
 
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._metrics = metrics
-        self._models: dict[str, ServedModel[Any, Any]] = {}
-        self._problems: dict[str, str] = {}
 
     @classmethod
     async def open(cls, settings: Settings, metrics: ServiceMetrics) -> ModelRegistry:
@@ -82,7 +113,7 @@ class ModelRegistry:
             logger.warning(
                 "RNNSERVE_MODEL_BATCHING names %s, which this service does not serve", sorted(unknown)
             )
-        for kind, name in MODEL_KINDS(settings):
+        for kind, name in model_kinds(settings):
             await registry._load(kind, name)
         return registry
 
@@ -112,23 +143,11 @@ class ModelRegistry:
 
     def model(self, name: str) -> ServedModel[Any, Any]:
         """Model `name`, if it takes inputs; else `ModelNotReady` or `ShuttingDown` saying why."""
-        model = self._models.get(name)
-        if model is None:
-            raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
+        model = super().model(name)
         if not model.batcher.serving:
             raise ShuttingDown(f"model {name} takes no new inputs: the service is shutting down")
         if model.batcher.problem is not None:
             raise ModelNotReady(f"model {name} is not ready: {model.batcher.problem}")
-        return model
-
-    def digit_classifier(self) -> DigitClassifier:
-        model = self.model(self._settings.digit_model)
-        assert isinstance(model, DigitClassifier)
-        return model
-
-    def forecaster(self) -> Forecaster:
-        model = self.model(self._settings.forecast_model)
-        assert isinstance(model, Forecaster)
         return model
 
     async def readiness(self) -> dict[str, str]:

@@ -358,7 +358,7 @@ def parse_body(model: type[Model], body: bytes) -> Model:
         return model.model_validate_json(body)
     except ValidationError as exc:
         errors = validation_errors(exc)
-        raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors) from None
+        raise InvalidInput.listing(errors) from None
 
 
 BINARY_IMAGE = {"schema": {"type": "string", "format": "binary"}}

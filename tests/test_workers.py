@@ -4,6 +4,7 @@ all of them (`RNNSERVE_ENGINE=process`), and with models in each worker (`inline
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,3 +146,37 @@ def test_sigterm_answers_every_request_in_flight_then_exits_cleanly(
     predicted = np.array([p["digit"] for p in responses[0].json()["predictions"]])
     assert (predicted == labels[:64]).mean() >= 0.95
     assert "the model engine stopped" in log
+
+
+async def test_a_worker_reports_a_model_of_the_wrong_task_as_not_loaded(
+    models_dir: Path, tmp_path: Path
+) -> None:
+    """A worker checks the configured models' tasks as the engine does, and says which file is wrong."""
+    from service.config import Settings
+    from service.engine.client import RemoteRegistry
+    from service.errors import ModelNotReady
+
+    repository = tmp_path / "models"
+    shutil.copytree(models_dir, repository)
+    shutil.copytree(repository / "digit_lstm", repository / "more_digits")
+    settings = Settings(
+        model_dir=repository, forecast_model="more_digits", engine_address=f"ipc://{tmp_path}/nobody-listens"
+    )
+    registry = await RemoteRegistry.open(settings)
+    try:
+        assert registry.digit_classifier().name == "digit_lstm"
+        with pytest.raises(
+            ModelNotReady, match=r"more_digits.*task is 'digit-classification'.*'forecasting'"
+        ):
+            registry.forecaster()
+    finally:
+        await registry.close()
+
+
+def test_one_model_cannot_serve_both_tasks() -> None:
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    with pytest.raises(ValidationError, match="both name 'digit_lstm'"):
+        Settings(forecast_model="digit_lstm")

@@ -13,7 +13,6 @@ import numpy as np
 import zmq
 
 from service.config import Settings
-from service.digits import DigitClassifier
 from service.engine.channel import Channel
 from service.engine.protocol import (
     ProtocolError,
@@ -24,10 +23,8 @@ from service.engine.protocol import (
     unpack,
 )
 from service.errors import ModelNotReady
-from service.forecasting import Forecaster
-from service.registry import MODEL_KINDS, ModelKind
-from service.repository import ModelLoadError, locate
-from service.served import ServedModel
+from service.registry import ServedModels, locate_for, model_kinds
+from service.repository import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +103,7 @@ class RemoteQueue:
         return decode_outputs(answer)
 
 
-class RemoteRegistry:
+class RemoteRegistry(ServedModels):
     """The registry of an HTTP worker whose models run in the model engine.
 
     The worker reads each model's metadata itself, to check inputs and build answers as a
@@ -114,10 +111,8 @@ class RemoteRegistry:
     """
 
     def __init__(self, settings: Settings, client: EngineClient) -> None:
-        self._settings = settings
+        super().__init__(settings)
         self._client = client
-        self._models: dict[str, ServedModel[Any, Any]] = {}
-        self._problems: dict[str, str] = {}
 
     @classmethod
     async def open(cls, settings: Settings) -> RemoteRegistry:
@@ -126,30 +121,14 @@ class RemoteRegistry:
         registry = cls(settings, client)
         # An answer can wait in the engine's queue for up to queue_timeout_s, then take one model call.
         timeout_s = settings.queue_timeout_s + 60.0
-        for kind, name in MODEL_KINDS(settings):
+        for kind, name in model_kinds(settings):
             try:
-                artifact = await asyncio.to_thread(locate, settings.model_dir, name, settings.backend)
+                artifact = await asyncio.to_thread(locate_for, kind, name, settings)
+                queue = RemoteQueue(client, name, timeout_s)
+                registry._models[name] = kind.remote(artifact, settings.batching_for(name), queue)
             except ModelLoadError as exc:
                 registry._problems[name] = str(exc)
-                continue
-            queue = RemoteQueue(client, name, timeout_s)
-            registry._models[name] = kind.remote(artifact, settings.batching_for(name), queue)
         return registry
-
-    def _front(self, name: str, kind: ModelKind) -> Any:
-        model = self._models.get(name)
-        if model is None:
-            raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
-        assert isinstance(model, kind)
-        return model
-
-    def digit_classifier(self) -> DigitClassifier:
-        model: DigitClassifier = self._front(self._settings.digit_model, DigitClassifier)
-        return model
-
-    def forecaster(self) -> Forecaster:
-        model: Forecaster = self._front(self._settings.forecast_model, Forecaster)
-        return model
 
     async def _state(self) -> dict[str, Any] | None:
         try:
@@ -160,7 +139,7 @@ class RemoteRegistry:
     async def readiness(self) -> dict[str, str]:
         state = await self._state()
         if state is None:
-            return {name: "the model engine does not answer" for _, name in MODEL_KINDS(self._settings)}
+            return {name: "the model engine does not answer" for _, name in model_kinds(self._settings)}
         readiness: dict[str, str] = state["readiness"]
         return readiness
 
@@ -168,7 +147,7 @@ class RemoteRegistry:
         state = await self._state()
         if state is None:
             return [{"name": n, "ready": False, "problem": "the model engine does not answer"}
-                    for _, n in MODEL_KINDS(self._settings)]  # fmt: skip
+                    for _, n in model_kinds(self._settings)]  # fmt: skip
         models: list[dict[str, Any]] = state["models"]
         return models
 

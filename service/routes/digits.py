@@ -98,7 +98,7 @@ def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:
             field, _, message = exc.message.partition(": ")
             errors.append({"loc": f"inputs[{index}].{field}" if many else field, "msg": message})
     if errors:
-        raise InvalidInput("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+        raise InvalidInput.listing(errors)
     return images
 
 
