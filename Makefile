@@ -7,7 +7,7 @@ export RNNSERVE_DATA_DIR ?= $(abspath ../shared/data)
 # Torch's OpenMP threads spin-wait by default, which starves everything else on a shared machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-dev serve loadtest bench soak load-tools test lint typecheck train-digit train-forecast clean check-containers container-tools
+.PHONY: help install install-dev serve loadtest bench soak load-tools browser-tools test lint typecheck train-digit train-forecast clean check-containers container-tools
 
 help:
 	@echo "make serve           run the service on the committed models (127.0.0.1:8000)"
@@ -25,10 +25,10 @@ $(VENV)/.serve-installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[cpu]'
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml
+$(VENV)/.dev-installed: pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[cpu,train,dev]'
+	$(PY) -m pip install -q -e '.[cpu,train,dev]' -e ./client
 	touch $(VENV)/.serve-installed $@
 
 $(VENV)/.bench-installed: pyproject.toml
@@ -63,13 +63,13 @@ load-tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null; }
 
 lint: $(VENV)/.dev-installed
-	$(PY) -m ruff check service training tests scripts
-	$(PY) -m ruff format --check service training tests scripts
+	$(PY) -m ruff check service training tests scripts client
+	$(PY) -m ruff format --check service training tests scripts client
 
 typecheck: $(VENV)/.dev-installed
 	$(PY) -m mypy
 
-test: lint typecheck container-tools load-tools
+test: lint typecheck container-tools load-tools browser-tools
 	$(PY) -m pytest -ra
 
 # The container images, checked without a Docker engine (none runs here or in CI): tests/test_container.py
@@ -77,6 +77,13 @@ test: lint typecheck container-tools load-tools
 # and installs and serves the .dockerignore-filtered build context. Part of `make test` as well.
 check-containers: container-tools $(VENV)/.dev-installed
 	$(PY) -m pytest -ra tests/test_container.py
+
+# Debian's Chromium, which the browser tests drive through Playwright (no browser is downloaded).
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" != 0 ]; then echo "chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; \
+	  echo "installing Debian's chromium (the browser tests drive it)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 container-tools:
 	@command -v docker-compose >/dev/null 2>&1 || { \

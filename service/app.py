@@ -20,7 +20,9 @@ from service.routes.common import DirectRoutes, document
 from service.routes.digits import PredictDigit
 from service.routes.forecasts import ForecastSeries
 from service.security import install_access_control
+from service.v2 import routes as v2
 from service.web.docs import install_docs
+from service.web.page import install_page
 
 
 def create_app(settings: Settings | None = None, drain: Drain | None = None) -> FastAPI:
@@ -55,13 +57,14 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     app.state.drain = drain
     install_error_handlers(app)
     # The prediction routes, nearly all the traffic, are answered ahead of the framework's routing.
-    predictions = [PredictDigit(settings), ForecastSeries(settings)]
+    predictions = [PredictDigit(settings), ForecastSeries(settings), v2.InferTensors(settings)]
     app.add_middleware(DirectRoutes, routes=predictions)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_access_control(app, settings)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics, drain=drain)
-    for routes in (models, health, metrics):
+    for routes in (models, health, metrics, v2):
         app.include_router(routes.router)
     document(app, predictions)
     install_docs(app)
+    install_page(app)
     return app

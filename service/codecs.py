@@ -30,6 +30,7 @@ from service.schemas import (
 )
 
 PIXELS_PER_IMAGE = IMAGE_SIDE * IMAGE_SIDE
+MAX_MODEL_NAME = 200
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp")
 OCTET_STREAM = "application/octet-stream"
 MULTIPART = "multipart/form-data"
@@ -79,22 +80,31 @@ def pixels_from_octets(body: bytes) -> np.ndarray:
     return raw.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
 
 
-def _common_items(body: bytes, item: Callable[[Any], T]) -> tuple[list[T], bool] | None:
-    """The fast path: the entries of a body of the common shapes (one entry, or `inputs`), each read by
-    `item`, and whether it asked for a list of answers; None when pydantic must judge it."""
+Decoded = tuple[list[T], bool, str | None]
+"""A body's entries, whether it asked for a list of answers (`inputs`), and the model it names."""
+
+
+def _common_items(body: bytes, item: Callable[[Any], T]) -> Decoded[T] | None:
+    """The fast path: the entries of a body of the common shapes (one entry, or `inputs`, and maybe a
+    `model`), each read by `item`; None when pydantic must judge it."""
     try:
         data = orjson.loads(body)
+        model = None
+        if isinstance(data, dict) and "model" in data:
+            model = data.pop("model")
+            if type(model) is not str or not 1 <= len(model) <= MAX_MODEL_NAME:
+                return None
         if isinstance(data, dict) and "inputs" in data:
             if len(data) != 1 or not isinstance(data["inputs"], list) or not data["inputs"]:
                 return None
-            return [item(entry) for entry in data["inputs"]], True
-        return [item(data)], False
+            return [item(entry) for entry in data["inputs"]], True, model
+        return [item(data)], False, model
     except (orjson.JSONDecodeError, _NotCommon, PydanticCustomError):
         return None
 
 
-def digit_items_from_json(body: bytes) -> tuple[list[DigitItem], bool]:
-    """The images of a JSON body, and whether it asked for a list of answers (`inputs`)."""
+def digit_items_from_json(body: bytes) -> Decoded[DigitItem]:
+    """The images of a JSON body, whether it asked for a list of answers, and the model it names."""
     common = _common_items(body, _digit_item)
     if common is not None:
         return common
@@ -102,7 +112,7 @@ def digit_items_from_json(body: bytes) -> tuple[list[DigitItem], bool]:
     items: list[DigitItem] = []
     for entry in request.items():
         items.append(entry.pixels if entry.pixels is not None else str(entry.image))
-    return items, request.inputs is not None
+    return items, request.inputs is not None, request.model
 
 
 def _digit_item(data: Any) -> DigitItem:
@@ -115,13 +125,13 @@ def _digit_item(data: Any) -> DigitItem:
     raise _NotCommon
 
 
-def forecast_items_from_json(body: bytes) -> tuple[list[ForecastInput], bool]:
-    """The series of a JSON body, and whether it asked for a list of answers (`inputs`)."""
+def forecast_items_from_json(body: bytes) -> Decoded[ForecastInput]:
+    """The series of a JSON body, whether it asked for a list of answers, and the model it names."""
     common = _common_items(body, _forecast_item)
     if common is not None:
         return common
     request = parse_body(ForecastRequest, body)  # raises the contract's errors
-    return request.items(), request.inputs is not None
+    return request.items(), request.inputs is not None, request.model
 
 
 def _forecast_item(data: Any) -> ForecastInput:

@@ -59,8 +59,18 @@ class Settings(BaseSettings):
         default_factory=default_model_dir,
         description="Model repository holding <name>/<version>/ folders; the newest version is served.",
     )
-    digit_model: str = Field(default="digit_lstm", description="Model behind POST /predict/digit.")
-    forecast_model: str = Field(default="sine_gru", description="Model behind POST /forecast.")
+    digit_model: str = Field(
+        default="digit_lstm", description='Model behind POST /predict/digit when a request names no "model".'
+    )
+    forecast_model: str = Field(
+        default="sine_gru", description='Model behind POST /forecast when a request names no "model".'
+    )
+    models: str = Field(
+        default="*",
+        description="The models served besides digit_model and forecast_model, each of the task its "
+        'metadata names, for requests that name them ("model"): * every model in model_dir; or a '
+        "comma-separated list; empty: none.",
+    )
     backend: Literal["onnx", "torchscript"] = Field(
         default="onnx", description="onnx (ONNX Runtime) or torchscript (needs torch installed)."
     )
@@ -91,6 +101,11 @@ class Settings(BaseSettings):
         description="Per-model overrides of max_batch_size, max_delay_ms and max_queue_size, e.g. "
         'RNNSERVE_MODEL_BATCHING=\'{"sine_gru": {"max_delay_ms": 2}}\' or '
         "RNNSERVE_MODEL_BATCHING__SINE_GRU__MAX_DELAY_MS=2.",
+    )
+    model_versions: dict[str, str] = Field(
+        default_factory=dict,
+        description="The version to serve of each model named here, e.g. "
+        'RNNSERVE_MODEL_VERSIONS=\'{"sine_gru": "1"}\'; a model not named serves its newest version.',
     )
     max_body_bytes: int = Field(default=8 * MIB, ge=1, description="Larger request bodies get 413.")
     max_inputs_per_request: int = Field(
@@ -182,6 +197,12 @@ class Settings(BaseSettings):
     def _readable_key_file(self) -> Settings:
         self.api_key_set()
         return self
+
+    def extra_models(self, repository: list[str]) -> list[str]:
+        """The models to serve besides the two defaults, given the names the repository holds."""
+        wanted = repository if self.models.strip() == "*" else [n.strip() for n in self.models.split(",")]
+        defaults = {self.digit_model, self.forecast_model}
+        return [name for name in dict.fromkeys(wanted) if name and name not in defaults]
 
     def api_key_set(self) -> frozenset[str]:
         """Every API key from api_keys and api_keys_file; empty: the service is open."""

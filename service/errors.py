@@ -48,6 +48,12 @@ class Unauthorized(ServiceError):
     headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
 
 
+class NotFound(ServiceError):
+    """The request names a model or version that this service does not serve."""
+
+    status_code = 404
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
 
@@ -66,6 +72,11 @@ class Overloaded(ServiceError):
     ) -> None:
         super().__init__(message, errors)
         self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class MethodNotAllowed(ServiceError):
+    status_code = 405
+    headers = {"Allow": "POST"}  # noqa: RUF012
 
 
 class ShuttingDown(ServiceError):

@@ -1,8 +1,9 @@
 """The model repository: `<model_dir>/<name>/<version>/` with the model files and `metadata.json`.
 
-The newest (highest integer) version of a model is the one served. Its file for the chosen backend
-must exist and match the size and sha256 that `metadata.json` records; anything else is a
-`ModelLoadError` whose message names the file and says what is wrong with it.
+The newest (highest integer) version of a model is the one served, unless a version is pinned
+(`RNNSERVE_MODEL_VERSIONS`). Its file for the chosen backend must exist and match the size and sha256
+that `metadata.json` records; anything else is a `ModelLoadError` whose message names the file and says
+what is wrong with it.
 """
 
 from __future__ import annotations
@@ -48,17 +49,37 @@ class ModelArtifact:
         return value
 
 
-def newest_version(model_dir: Path, name: str) -> Path:
-    """The folder of the highest integer version of model `name`."""
+def version_folders(model_dir: Path, name: str) -> list[Path]:
+    """The integer version folders of model `name`, lowest first."""
     root = model_dir / name
     if not root.is_dir():
         raise ModelLoadError(
             f"{root}: no such folder; export the model there or point RNNSERVE_MODEL_DIR at the repository"
         )
-    versions = [p for p in root.iterdir() if p.is_dir() and p.name.isdigit()]
+    versions = sorted(
+        (p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
     if not versions:
         raise ModelLoadError(f"{root}: holds no version folder (1, 2, ...); export the model there")
-    return max(versions, key=lambda p: int(p.name))
+    return versions
+
+
+def newest_version(model_dir: Path, name: str) -> Path:
+    """The folder of the highest integer version of model `name`."""
+    return version_folders(model_dir, name)[-1]
+
+
+def pinned_version(model_dir: Path, name: str, version: str) -> Path:
+    """The folder of version `version` of model `name`, which must exist."""
+    versions = version_folders(model_dir, name)
+    for folder in versions:
+        if folder.name == version or (version.isdigit() and int(folder.name) == int(version)):
+            return folder
+    raise ModelLoadError(
+        f"{model_dir / name}: has no version {version!r} (RNNSERVE_MODEL_VERSIONS pins it); the versions "
+        f"there are {', '.join(p.name for p in versions)}: pin one of them or leave {name} out to serve "
+        "the newest"
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -102,9 +123,11 @@ def verify(path: Path, record: Any) -> None:
         )
 
 
-def locate(model_dir: Path, name: str, backend: Backend) -> ModelArtifact:
-    """The newest version of model `name`, with its file for `backend` verified."""
-    directory = newest_version(model_dir, name)
+def locate(model_dir: Path, name: str, backend: Backend, version: str | None = None) -> ModelArtifact:
+    """Version `version` of model `name` (the newest when None), with its file for `backend` verified."""
+    directory = (
+        newest_version(model_dir, name) if version is None else pinned_version(model_dir, name, version)
+    )
     metadata = read_metadata(directory)
     filename = metadata.get(FILE_KEYS[backend])
     if not isinstance(filename, str) or not filename:
@@ -120,3 +143,14 @@ def locate(model_dir: Path, name: str, backend: Backend) -> ModelArtifact:
             directory / "metadata.json", metadata.get("version"), directory.name, directory.name,
         )  # fmt: skip
     return ModelArtifact(name=name, version=directory.name, directory=directory, file=path, metadata=metadata)
+
+
+def model_names(model_dir: Path) -> list[str]:
+    """The models in the repository: folders holding at least one version folder, by name."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(
+        folder.name
+        for folder in model_dir.iterdir()
+        if folder.is_dir() and any(p.is_dir() and p.name.isdigit() for p in folder.iterdir())
+    )

@@ -172,6 +172,17 @@ class DigitInput(BaseModel):
         return _exactly_one(data, ("pixels", "image"), ("pixels", "image"), DIGIT_EXAMPLE)
 
 
+ModelName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=200,
+        description="The model to answer, by name (GET /models lists them with their task); "
+        "default: the service's model for this task (RNNSERVE_DIGIT_MODEL, RNNSERVE_FORECAST_MODEL).",
+    ),
+]
+
+
 class DigitRequest(BaseModel):
     """Body of POST /predict/digit: one image (`pixels` or `image`), or many (`inputs`)."""
 
@@ -180,11 +191,14 @@ class DigitRequest(BaseModel):
     pixels: Pixels | None = None
     image: Image | None = None
     inputs: list[DigitInput] | None = Field(default=None, min_length=1)
+    model: ModelName | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _one_form(cls, data: Any) -> Any:
-        return _exactly_one(data, ("pixels", "image", "inputs"), ("pixels", "image", "inputs"), DIGIT_EXAMPLE)
+        return _exactly_one(
+            data, ("pixels", "image", "inputs"), ("pixels", "image", "inputs", "model"), DIGIT_EXAMPLE
+        )
 
     def items(self) -> list[DigitInput]:
         """The request's images in order, whichever form it used."""
@@ -237,6 +251,7 @@ class ForecastRequest(BaseModel):
     horizon: Horizon | None = None
     levels: Levels | None = None
     inputs: list[ForecastInput] | None = Field(default=None, min_length=1)
+    model: ModelName | None = None
 
     @field_validator("levels")
     @classmethod
@@ -247,7 +262,7 @@ class ForecastRequest(BaseModel):
     @classmethod
     def _one_form(cls, data: Any) -> Any:
         return _exactly_one(
-            data, ("series", "inputs"), ("series", "horizon", "levels", "inputs"), FORECAST_EXAMPLE
+            data, ("series", "inputs"), ("series", "horizon", "levels", "inputs", "model"), FORECAST_EXAMPLE
         )
 
     @model_validator(mode="after")
@@ -388,6 +403,16 @@ def openapi_operation(
         "tags": ["predictions"],
         "summary": summary,
         "description": description,
+        "parameters": [
+            {
+                "name": "model",
+                "in": "query",
+                "required": False,
+                "description": 'The model to answer, for any body (a JSON body may name it as "model"); '
+                "default: the service's model for this task. GET /models lists them.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+            }
+        ],
         "requestBody": {"required": True, "content": content},
         "responses": responses,
     }

@@ -3,8 +3,8 @@
 Keys come from `RNNSERVE_API_KEYS` (comma-separated) and `RNNSERVE_API_KEYS_FILE` (one per line, for a
 mounted secret); none means the service is open. A key is accepted as `Authorization: Bearer <key>` or
 `X-API-Key: <key>` and compared in constant time with every configured key. A missing or wrong key
-gets 401 with `WWW-Authenticate: Bearer`. Health checks and the API docs stay open, `/metrics` too
-unless `RNNSERVE_METRICS_REQUIRE_KEY=true`. Keys never reach a log line.
+gets 401 with `WWW-Authenticate: Bearer`. Health checks, the page at `/` and the API docs stay open,
+`/metrics` too unless `RNNSERVE_METRICS_REQUIRE_KEY=true`. Keys never reach a log line.
 """
 
 from __future__ import annotations
@@ -20,8 +20,19 @@ from service.errors import Unauthorized, error_content
 from service.headers import header
 from service.routes.common import send_json
 
-OPEN_PATHS = frozenset({"/health/live", "/health/ready", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
-OPEN_PREFIXES = ("/docs/assets/",)
+OPEN_PATHS = frozenset(
+    {
+        "/",
+        "/health/live",
+        "/health/ready",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/openapi.json",
+    }
+)
+OPEN_PREFIXES = ("/docs/assets/", "/page/assets/")
 REQUEST_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "X-Request-Timeout-Ms"]
 
 
@@ -59,7 +70,9 @@ class ApiKeyMiddleware:
             if given
             else "an API key is required: send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`"
         )
-        await send_json(send, error.status_code, error_content(error), error.headers.items())
+        # The V2 protocol's clients (tritonclient) read errors as {"error": ...}.
+        body = {"error": error.message} if scope["path"].startswith("/v2/") else error_content(error)
+        await send_json(send, error.status_code, body, error.headers.items())
 
     def _allowed(self, scope: Scope) -> bool:
         scheme, _, bearer = header(scope, b"authorization").partition(" ")

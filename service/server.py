@@ -35,6 +35,9 @@ from service.drain import Drain
 from service.engine.server import run_engine
 from service.logs import configure_logging
 
+ENGINE_STOP_MARGIN_S = 5.0
+"""Once the workers are gone: how much longer than the shutdown timeout the model engine gets to exit."""
+
 logger = logging.getLogger(__name__)
 
 ENGINE_START_TIMEOUT_S = 300.0
@@ -150,8 +153,10 @@ def stop_engine(engine: multiprocessing.process.BaseProcess, timeout_s: float) -
     """SIGTERM, once the workers are gone; the engine answers what it holds and exits."""
     if engine.is_alive():
         engine.terminate()
-        engine.join(timeout_s + 5)
+        engine.join(timeout_s + ENGINE_STOP_MARGIN_S)
     if engine.is_alive():
-        logger.error("the model engine did not stop within %.0f s: killing it", timeout_s + 5)
+        logger.error(
+            "the model engine did not stop within %.0f s: killing it", timeout_s + ENGINE_STOP_MARGIN_S
+        )
         engine.kill()
         engine.join()

@@ -24,13 +24,15 @@ ROWS = [[(7 * r + c) % 256 for c in range(28)] for r in range(28)]
         {"image": "aGVsbG8="},
         {"inputs": [{"pixels": ROWS}, {"image": "aGVsbG8="}]},
         {"inputs": [{"pixels": ROWS, "image": None}]},  # an unusual body: pydantic reads it
+        {"pixels": ROWS, "model": "digit_gru"},
+        {"inputs": [{"pixels": ROWS}], "model": "digit_rnn"},
     ],
 )
 def test_digit_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> None:
     raw = orjson.dumps(body)
-    items, many = digit_items_from_json(raw)
+    items, many, model = digit_items_from_json(raw)
     expected = parse_body(DigitRequest, raw)
-    assert many == (expected.inputs is not None)
+    assert many == (expected.inputs is not None) and model == expected.model
     for item, entry in zip(items, expected.items(), strict=True):
         if entry.pixels is not None:
             assert isinstance(item, np.ndarray) and item.dtype == np.float32
@@ -50,13 +52,14 @@ def test_digit_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> None:
                 {"series": [2.0] * 30, "horizon": 3, "levels": [80]},
             ]
         },
+        {"series": [1, 2.5, 3], "horizon": 4, "model": "sine_gru"},
     ],
 )
 def test_forecast_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> None:
     raw = orjson.dumps(body)
-    items, many = forecast_items_from_json(raw)
+    items, many, model = forecast_items_from_json(raw)
     expected = parse_body(ForecastRequest, raw)
-    assert many == (expected.inputs is not None)
+    assert many == (expected.inputs is not None) and model == expected.model
     for item, entry in zip(items, expected.items(), strict=True):
         np.testing.assert_array_equal(item.series, entry.series)
         assert (item.horizon, item.levels) == (entry.horizon, entry.levels)
@@ -70,6 +73,8 @@ def test_forecast_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> No
         b'{"pixels": ' + orjson.dumps(ROWS) + b', "image": "x"}',
         b'{"inputs": [{"pixels": [300]}, {"pixels": "x"}]}',
         b'{"pixels": [true, 1]}',
+        b'{"pixels": [1, 2], "model": 3}',
+        b'{"image": "x", "model": ""}',
     ],
 )
 def test_a_bad_digit_body_gets_the_contracts_errors(body: bytes) -> None:

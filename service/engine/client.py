@@ -23,7 +23,7 @@ from service.engine.protocol import (
     unpack,
 )
 from service.errors import ModelNotReady
-from service.registry import ServedModels, locate_for, model_kinds
+from service.registry import ServedModels, locate_for
 from service.repository import ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -121,11 +121,11 @@ class RemoteRegistry(ServedModels):
         registry = cls(settings, client)
         # An answer can wait in the engine's queue for up to queue_timeout_s, then take one model call.
         timeout_s = settings.queue_timeout_s + 60.0
-        for kind, name in model_kinds(settings):
+        for kind, name in registry._kinds:
             try:
-                artifact = await asyncio.to_thread(locate_for, kind, name, settings)
+                served, artifact = await asyncio.to_thread(locate_for, kind, name, settings)
                 queue = RemoteQueue(client, name, timeout_s)
-                registry._models[name] = kind.remote(artifact, settings.batching_for(name), queue)
+                registry._served(served.remote(artifact, settings.batching_for(name), queue))
             except ModelLoadError as exc:
                 registry._problems[name] = str(exc)
         return registry
@@ -139,7 +139,7 @@ class RemoteRegistry(ServedModels):
     async def readiness(self) -> dict[str, str]:
         state = await self._state()
         if state is None:
-            return {name: "the model engine does not answer" for _, name in model_kinds(self._settings)}
+            return {name: "the model engine does not answer" for name in self.names()}
         readiness: dict[str, str] = state["readiness"]
         return readiness
 
@@ -147,7 +147,7 @@ class RemoteRegistry(ServedModels):
         state = await self._state()
         if state is None:
             return [{"name": n, "ready": False, "problem": "the model engine does not answer"}
-                    for _, n in model_kinds(self._settings)]  # fmt: skip
+                    for n in self.names()]  # fmt: skip
         models: list[dict[str, Any]] = state["models"]
         return models
 

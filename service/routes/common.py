@@ -11,16 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import parse_qs
 
 import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
-from service.errors import ClientDisconnected, InvalidInput, ServiceError, ShuttingDown, error_content
+from service.errors import (
+    ClientDisconnected,
+    InvalidInput,
+    MethodNotAllowed,
+    ServiceError,
+    ShuttingDown,
+    error_content,
+)
 from service.headers import header
 from service.registry import Registry
 
@@ -32,6 +41,11 @@ class DirectRoute(ABC):
     """One POST route answered on ASGI directly. Subclasses turn a request into a JSON-able answer."""
 
     path: ClassVar[str]
+    """The route's path; with `pattern`, its OpenAPI form (`/v2/models/{model_name}/infer`)."""
+    pattern: ClassVar[re.Pattern[str] | None] = None
+    """For a path with parameters: their named groups go to `scope["path_params"]`."""
+    also_documented: ClassVar[dict[str, dict[str, Any]]] = {}
+    """More OpenAPI paths that the pattern matches, each with its operation."""
     openapi: ClassVar[dict[str, Any]]
     """The OpenAPI operation object of the route."""
 
@@ -46,7 +60,7 @@ class DirectRoute(ABC):
         try:
             content = await self.answer(scope, receive, scope["state"]["registry"])
         except ServiceError as exc:
-            await send_json(send, exc.status_code, error_content(exc), exc.headers.items())
+            await self.refuse(send, exc)
             return
         except ClientDisconnected:
             # Nobody reads it; the status shows in the logs and metrics.
@@ -54,10 +68,19 @@ class DirectRoute(ABC):
             return
         except asyncio.CancelledError:
             # The server's shutdown timeout ran out with this request unanswered: say so, then stop.
-            error = ShuttingDown("the service shut down before this request was answered: retry")
-            await send_json(send, error.status_code, error_content(error))
+            await self.refuse(
+                send, ShuttingDown("the service shut down before this request was answered: retry")
+            )
             raise
+        await self.respond(send, content)
+
+    async def respond(self, send: Send, content: Any) -> None:
+        """Send the answer: JSON, unless a protocol says otherwise."""
         await send_json(send, 200, content)
+
+    async def refuse(self, send: Send, error: ServiceError) -> None:
+        """Send the error answer, in the service's error shape unless a protocol says otherwise."""
+        await send_json(send, error.status_code, error_content(error), error.headers.items())
 
 
 class DirectRoutes:
@@ -65,16 +88,29 @@ class DirectRoutes:
 
     def __init__(self, app: ASGIApp, routes: Sequence[DirectRoute]) -> None:
         self.app = app
-        self.routes = {route.path: route for route in routes}
+        self.routes = {route.path: route for route in routes if route.pattern is None}
+        self.patterned = [route for route in routes if route.pattern is not None]
+
+    def find(self, path: str, scope: Scope) -> DirectRoute | None:
+        route = self.routes.get(path)
+        if route is not None:
+            return route
+        for candidate in self.patterned:
+            assert candidate.pattern is not None
+            match = candidate.pattern.fullmatch(path)
+            if match:
+                scope["path_params"] = match.groupdict()
+                return candidate
+        return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        route = self.find(scope["path"], scope) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # for the request metrics, as the framework's routes do
         if scope["method"] != "POST":
-            await send_json(send, 405, {"detail": "Method Not Allowed"}, [("Allow", "POST")])
+            await route.refuse(send, MethodNotAllowed(f"{scope['method']} is not allowed here: send a POST"))
             return
         await route(scope, receive, send)
 
@@ -146,6 +182,16 @@ def request_timeout_s(scope: Scope) -> float | None:
     return milliseconds / 1000
 
 
+def chosen_model(scope: Scope, named: str | None) -> str | None:
+    """The model a request names: `"model"` in its JSON body, or `?model=` (for any body); None for the
+    task's default."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model", [])
+    queried = query[-1] if query else None
+    if named is not None and queried is not None and named != queried:
+        raise InvalidInput(f"model: the body names {named!r} and the query {queried!r}; name one model")
+    return named if named is not None else queried
+
+
 def check_count(count: int, limit: int) -> None:
     if count > limit:
         raise InvalidInput(
@@ -162,7 +208,8 @@ def document(app: FastAPI, routes: Sequence[DirectRoute]) -> None:
         if app.openapi_schema is None:
             schema = framework_schema()
             for route in routes:
-                schema["paths"][route.path] = {"post": route.openapi}
+                for path, operation in {route.path: route.openapi, **route.also_documented}.items():
+                    schema["paths"][path] = {"post": operation}
             app.openapi_schema = schema
         return app.openapi_schema
 

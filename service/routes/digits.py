@@ -23,12 +23,19 @@ from service.codecs import (
     media_type,
     pixels_from_octets,
 )
-from service.digits import Images
+from service.digits import DigitClassifier, Images
 from service.errors import InvalidInput
 from service.headers import header
 from service.imaging import decode_base64, image_to_pixels
 from service.registry import Registry
-from service.routes.common import DirectRoute, check_count, read_body, request_timeout_s, unless_disconnected
+from service.routes.common import (
+    DirectRoute,
+    check_count,
+    chosen_model,
+    read_body,
+    request_timeout_s,
+    unless_disconnected,
+)
 from service.schemas import BINARY_IMAGE, DigitPrediction, DigitPredictions, DigitRequest, openapi_operation
 
 
@@ -57,32 +64,33 @@ class PredictDigit(DirectRoute):
     )
 
     async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
-        classifier = registry.digit_classifier()
-        classifier.queue.admit()  # before the body is read: a refusal costs next to nothing
+        registry.admit(DigitClassifier)  # before the body is read: a refusal costs next to nothing
         timeout_s = request_timeout_s(scope)
-        images, many = await self.read_images(scope, receive)
+        images, many, named = await self.read_images(scope, receive)
+        classifier = registry.digit_classifier(chosen_model(scope, named))
+        classifier.queue.admit()
         predictions = await unless_disconnected(receive, classifier.classify(images, timeout_s))
         return {"predictions": predictions} if many else predictions[0]
 
-    async def read_images(self, scope: Scope, receive: Receive) -> tuple[Images, bool]:
-        """The request's images, and whether it asked for a list of answers."""
+    async def read_images(self, scope: Scope, receive: Receive) -> tuple[Images, bool, str | None]:
+        """The request's images, whether it asked for a list of answers, and the model its body names."""
         kind = media_type(header(scope, b"content-type"))
         if kind == MULTIPART:
             upload = await read_upload(Request(scope, receive))
-            return [await asyncio.to_thread(image_to_pixels, upload)], False
+            return [await asyncio.to_thread(image_to_pixels, upload)], False, None
         body = await read_body(receive)
         if kind in IMAGE_TYPES:
-            return [await asyncio.to_thread(image_to_pixels, body)], False
+            return [await asyncio.to_thread(image_to_pixels, body)], False, None
         if kind == OCTET_STREAM:
             check_count(len(body) // PIXELS_PER_IMAGE, self.settings.max_inputs_per_request)
-            return pixels_from_octets(body), True
+            return pixels_from_octets(body), True, None
         check_digit_media_type(kind)
-        items, many = digit_items_from_json(body)
+        items, many, named = digit_items_from_json(body)
         check_count(len(items), self.settings.max_inputs_per_request)
         if all(isinstance(item, np.ndarray) for item in items):
-            return items, many  # type: ignore[return-value]  # every item is pixels
+            return items, many, named  # type: ignore[return-value]  # every item is pixels
         # Image files take a while to decode: keep that off the event loop.
-        return await asyncio.to_thread(to_pixels, items, many), many
+        return await asyncio.to_thread(to_pixels, items, many), many, named
 
 
 def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:

@@ -7,8 +7,16 @@ from typing import Any
 from starlette.types import Receive, Scope
 
 from service.codecs import forecast_items_from_json
+from service.forecasting import Forecaster
 from service.registry import Registry
-from service.routes.common import DirectRoute, check_count, read_body, request_timeout_s, unless_disconnected
+from service.routes.common import (
+    DirectRoute,
+    check_count,
+    chosen_model,
+    read_body,
+    request_timeout_s,
+    unless_disconnected,
+)
 from service.schemas import Forecast, ForecastRequest, Forecasts, openapi_operation
 
 
@@ -23,11 +31,12 @@ class ForecastSeries(DirectRoute):
     )
 
     async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
-        forecaster = registry.forecaster()
-        forecaster.queue.admit()  # before the body is read: a refusal costs next to nothing
+        registry.admit(Forecaster)  # before the body is read: a refusal costs next to nothing
         timeout_s = request_timeout_s(scope)
-        items, many = forecast_items_from_json(await read_body(receive))
+        items, many, named = forecast_items_from_json(await read_body(receive))
         check_count(len(items), self.settings.max_inputs_per_request)
+        forecaster = registry.forecaster(chosen_model(scope, named))
+        forecaster.queue.admit()
         queries = forecaster.prepare(items, many)
         answers = await unless_disconnected(receive, forecaster.forecast(queries, timeout_s))
         return {"forecasts": answers} if many else answers[0]

@@ -1,0 +1,242 @@
+"""The calls of the rnnserve API: `Client` (sync) and `AsyncClient` (async), alike but for `await`.
+
+Everything but the sending lives in `_ClientBase` and the module's functions: the bodies come from
+`_inputs`, the answers become the dataclasses of `types`, the retries happen in `_transport`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+from rnnserve_client._inputs import Body, DigitImage, digit_body, digits_body, forecast_body, forecasts_body
+from rnnserve_client._transport import AsyncTransport, RetryPolicy, SyncTransport
+from rnnserve_client.errors import ApiError
+from rnnserve_client.types import (
+    DEFAULT_LEVELS,
+    DigitPrediction,
+    Forecast,
+    ForecastInput,
+    Health,
+    ModelListing,
+)
+
+DIGITS_PATH = "/predict/digit"
+FORECAST_PATH = "/forecast"
+
+
+class _ClientBase:
+    """Settings and request headers shared by both clients."""
+
+    def __init__(self, request_timeout_ms: float | None) -> None:
+        if request_timeout_ms is not None and not request_timeout_ms > 0:
+            raise ValueError(
+                f"request_timeout_ms is {request_timeout_ms!r}: pass a positive number of milliseconds "
+                "(how long an input may wait in the service's queue), or None"
+            )
+        self.request_timeout_ms = request_timeout_ms
+
+    def _headers(self, body: Body) -> dict[str, str]:
+        """The headers of a prediction request carrying `body`."""
+        headers = {"Content-Type": body.content_type}
+        if self.request_timeout_ms is not None:
+            headers["X-Request-Timeout-Ms"] = f"{self.request_timeout_ms:g}"
+        return headers
+
+
+def _model_query(model: str | None) -> dict[str, str] | None:
+    """`?model=<name>`: the model to answer (GET /models lists them); None for the task's default."""
+    return None if model is None else {"model": model}
+
+
+def _json_of(response: httpx.Response) -> Any:
+    """The answer's JSON; an `ApiError` when it is not JSON (another service, or a proxy's page)."""
+    try:
+        return response.json()
+    except ValueError:
+        raise ApiError(
+            response.status_code,
+            f"the answer to {response.request.method} {response.request.url} is not JSON "
+            f"({response.headers.get('content-type', 'no content type')}): is an rnnserve service there?",
+            response.text[:500],
+        ) from None
+
+
+def _digits(response: httpx.Response, many: bool) -> list[DigitPrediction]:
+    data = _json_of(response)
+    answers = data["predictions"] if many else [data]
+    return [DigitPrediction.from_json(answer) for answer in answers]
+
+
+def _forecasts(response: httpx.Response, many: bool) -> list[Forecast]:
+    data = _json_of(response)
+    answers = data["forecasts"] if many else [data]
+    return [Forecast.from_json(answer) for answer in answers]
+
+
+def _health(live: httpx.Response, ready: httpx.Response) -> Health:
+    return Health.from_json(_json_of(live), _json_of(ready), ready.status_code)
+
+
+class Client(_ClientBase):
+    """A client of one rnnserve service, e.g. `Client("http://127.0.0.1:8000", api_key="...")`.
+
+    `timeout`: seconds to wait for each answer. `retries`: attempts after the first on 429, 503 and
+    connection failures, waiting `backoff_s`, then twice that and so on (with jitter), or the service's
+    `Retry-After`, never longer than `max_wait_s` at a time. `request_timeout_ms`: how long an input may
+    wait in the service's queue (`X-Request-Timeout-Ms`) before it answers 504. `transport`: an httpx
+    transport to send through (TLS settings, proxies, tests). Use it as a context manager, or `close()` it.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_wait_s: float = 30.0,
+        request_timeout_ms: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(request_timeout_ms)
+        policy = RetryPolicy(retries, backoff_s, max_wait_s)
+        self._transport = SyncTransport(base_url, api_key, timeout, policy, transport)
+
+    def predict_digit(self, image: DigitImage, model: str | None = None) -> DigitPrediction:
+        """Classify one image: a file path, an image file's bytes (PNG, JPEG, WebP, BMP), a PIL image, or
+        a numpy array of 28×28 (or 784) raw pixels 0–255, white digit on black. `model` names the model
+        to answer (GET /models lists them); None for the service's default."""
+        return self._predict(digit_body(image), model)[0]
+
+    def predict_digits(self, images: Iterable[DigitImage], model: str | None = None) -> list[DigitPrediction]:
+        """Classify many images in one request (any mix of the kinds `predict_digit` takes, or an array of
+        shape (n, 28, 28)); the answers are in the same order."""
+        return self._predict(digits_body(images), model)
+
+    def forecast(
+        self,
+        series: Sequence[float] | Any,
+        horizon: int,
+        levels: Sequence[float] = DEFAULT_LEVELS,
+        model: str | None = None,
+    ) -> Forecast:
+        """Forecast the next `horizon` values of `series` (numbers oldest first, or a 1-D numpy array),
+        with a central interval for each level in percent."""
+        body = forecast_body(ForecastInput(series, horizon, levels))
+        return _forecasts(self._post(FORECAST_PATH, body, model), many=False)[0]
+
+    def forecast_many(self, inputs: Iterable[ForecastInput], model: str | None = None) -> list[Forecast]:
+        """Forecast many series in one request, each with its own horizon and levels; in order."""
+        body = forecasts_body(inputs)
+        return _forecasts(self._post(FORECAST_PATH, body, model), many=True)
+
+    def health(self) -> Health:
+        """Whether the service is live and ready, with each model's state. A service that is up but not
+        ready answers `ready=False`; one that cannot be reached raises `TransportError`."""
+        live = self._transport.request("GET", "/health/live")
+        ready = self._transport.request("GET", "/health/ready", accepted={503})
+        return _health(live, ready)
+
+    def models(self) -> ModelListing:
+        """The models served: versions, metadata, backend, device and batching settings."""
+        return ModelListing.from_json(_json_of(self._transport.request("GET", "/models")))
+
+    def _predict(self, body: Body, model: str | None) -> list[DigitPrediction]:
+        return _digits(self._post(DIGITS_PATH, body, model), body.many)
+
+    def _post(self, path: str, body: Body, model: str | None) -> httpx.Response:
+        return self._transport.request(
+            "POST", path, content=body.content, headers=self._headers(body), params=_model_query(model)
+        )
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncClient(_ClientBase):
+    """The same calls as `Client`, to be awaited; the same constructor, with an async `transport`.
+    Use it as an async context manager, or `await aclose()` it."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        max_wait_s: float = 30.0,
+        request_timeout_ms: float | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(request_timeout_ms)
+        policy = RetryPolicy(retries, backoff_s, max_wait_s)
+        self._transport = AsyncTransport(base_url, api_key, timeout, policy, transport)
+
+    async def predict_digit(self, image: DigitImage, model: str | None = None) -> DigitPrediction:
+        """See `Client.predict_digit`."""
+        return (await self._predict(digit_body(image), model))[0]
+
+    async def predict_digits(
+        self, images: Iterable[DigitImage], model: str | None = None
+    ) -> list[DigitPrediction]:
+        """See `Client.predict_digits`."""
+        return await self._predict(digits_body(images), model)
+
+    async def forecast(
+        self,
+        series: Sequence[float] | Any,
+        horizon: int,
+        levels: Sequence[float] = DEFAULT_LEVELS,
+        model: str | None = None,
+    ) -> Forecast:
+        """See `Client.forecast`."""
+        body = forecast_body(ForecastInput(series, horizon, levels))
+        return _forecasts(await self._post(FORECAST_PATH, body, model), many=False)[0]
+
+    async def forecast_many(
+        self, inputs: Iterable[ForecastInput], model: str | None = None
+    ) -> list[Forecast]:
+        """See `Client.forecast_many`."""
+        body = forecasts_body(inputs)
+        return _forecasts(await self._post(FORECAST_PATH, body, model), many=True)
+
+    async def health(self) -> Health:
+        """See `Client.health`."""
+        live = await self._transport.request("GET", "/health/live")
+        ready = await self._transport.request("GET", "/health/ready", accepted={503})
+        return _health(live, ready)
+
+    async def models(self) -> ModelListing:
+        """See `Client.models`."""
+        return ModelListing.from_json(_json_of(await self._transport.request("GET", "/models")))
+
+    async def _predict(self, body: Body, model: str | None) -> list[DigitPrediction]:
+        return _digits(await self._post(DIGITS_PATH, body, model), body.many)
+
+    async def _post(self, path: str, body: Body, model: str | None) -> httpx.Response:
+        return await self._transport.request(
+            "POST", path, content=body.content, headers=self._headers(body), params=_model_query(model)
+        )
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()

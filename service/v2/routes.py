@@ -1,0 +1,248 @@
+"""The V2 routes: health, server and model metadata, and inference, for every model served.
+
+Inference is a `DirectRoute`, answered ahead of the framework like the REST prediction routes, and
+queued on the same batchers. Errors have the protocol's shape, `{"error": "..."}`: 400 for bad input,
+404 for an unknown model or version, 429, 503 and 504 as on every other route. Besides the protocol's
+core, the routes Triton's clients call for a model's configuration and the repository index.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from fastapi import APIRouter, Request
+from starlette.types import Receive, Scope, Send
+
+from service import __version__
+from service.deps import RegistryDep, SettingsDep
+from service.errors import InvalidInput, NotFound, ServiceError, error_content
+from service.headers import header
+from service.registry import Registry
+from service.responses import JSONBytesResponse
+from service.routes.common import DirectRoute, read_body, request_timeout_s, send_json, unless_disconnected
+from service.served import ServedModel
+from service.v2.signatures import Signature, signature_for
+from service.v2.tensors import Tensor, decompress, encode_infer_response, parse_infer_request
+
+EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
+PLATFORMS = {"onnx": "onnx_onnxv1", "torchscript": "pytorch_torchscript"}
+TRITON_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch"}
+
+
+def served(registry: Registry, name: str, version: str | None) -> ServedModel[Any, Any]:
+    """Model `name`, loaded, at `version` if one is named; `NotFound` or `ModelNotReady` otherwise."""
+    model = registry.lookup(name)
+    if version is not None and version != model.version:
+        raise NotFound(
+            f"model {name!r} version {version!r} is not served; this service serves version {model.version} "
+            "(RNNSERVE_MODEL_VERSIONS pins another)"
+        )
+    return model
+
+
+def error_body(error: ServiceError) -> tuple[int, dict[str, str]]:
+    """The protocol's error answer: bad input is 400, everything else keeps its status code."""
+    error_content(error)  # logs 5xx
+    return (400 if isinstance(error, InvalidInput) else error.status_code), {"error": error.message}
+
+
+def v2_error(error: ServiceError) -> JSONBytesResponse:
+    status, body = error_body(error)
+    response = JSONBytesResponse(body, status_code=status)
+    response.headers.update(error.headers)
+    return response
+
+
+INFER_OPERATION: dict[str, Any] = {
+    "tags": ["V2 inference protocol"],
+    "summary": "Run a model on tensors (KServe V2 / Open Inference Protocol)",
+    "description": "JSON tensors (`name`, `shape`, `datatype`, `data`, row-major, flat or nested), or "
+    "Triton's binary tensor data extension (`Inference-Header-Content-Length`, `binary_data_size`, "
+    "`binary_data_output`, `binary_data`). Batched with the REST routes' inputs; GET the model's "
+    "metadata for its tensors.",
+    "parameters": [{"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}],
+    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+    "responses": {
+        "200": {
+            "description": "The outputs",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+        "400": {"description": "Bad input: `error` says what to fix"},
+        "404": {"description": "Unknown model or version"},
+        "429": {"description": "Overloaded: retry after `Retry-After` seconds"},
+        "503": {"description": "Model not ready, or shutting down"},
+    },
+}
+VERSIONED_INFER_OPERATION: dict[str, Any] = {
+    **INFER_OPERATION,
+    "parameters": [
+        *INFER_OPERATION["parameters"],
+        {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}},
+    ],
+}
+
+
+class InferTensors(DirectRoute):
+    path = "/v2/models/{model_name}/infer"
+    pattern = re.compile(r"/v2/models/(?P<model_name>[^/]+)(?:/versions/(?P<model_version>[^/]+))?/infer")
+    openapi = INFER_OPERATION
+    also_documented: ClassVar[dict[str, dict[str, Any]]] = {
+        "/v2/models/{model_name}/versions/{model_version}/infer": VERSIONED_INFER_OPERATION
+    }
+
+    async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
+        params = scope["path_params"]
+        model = served(registry, params["model_name"], params["model_version"])
+        model.queue.admit()  # before the body is read: a refusal costs next to nothing
+        timeout_s = request_timeout_s(scope)
+        limit = self.settings.max_body_bytes
+        body = decompress(await read_body(receive), header(scope, b"content-encoding"), limit)
+        request = parse_infer_request(body, header(scope, b"inference-header-content-length"))
+        signature = signature_for(model)
+        arrays = signature.arrays(request.inputs, self.settings.max_inputs_per_request)
+        if request.timeout_s is not None:
+            timeout_s = min(timeout_s or request.timeout_s, request.timeout_s)
+        chosen = chosen_outputs(signature, request.outputs, request.binary_output)
+        outputs = await unless_disconnected(receive, signature.infer(model, arrays, timeout_s))
+        tensors = [(Tensor(spec, "FP32", outputs[spec]), binary) for spec, binary in chosen]
+        return encode_infer_response(model.name, model.version, request.id, tensors)
+
+    async def respond(self, send: Send, content: Any) -> None:
+        body, header_length = content
+        headers = [(b"content-length", str(len(body)).encode())]
+        if header_length is None:
+            headers.append((b"content-type", b"application/json"))
+        else:
+            headers.append((b"content-type", b"application/octet-stream"))
+            headers.append((b"inference-header-content-length", str(header_length).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def refuse(self, send: Send, error: ServiceError) -> None:
+        status, body = error_body(error)
+        await send_json(send, status, body, error.headers.items())
+
+
+def chosen_outputs(signature: Signature, requested: Any, binary_output: bool) -> list[tuple[str, bool]]:
+    """The outputs to send, in order, each with whether it goes as binary data."""
+    names = [spec.name for spec in signature.outputs]
+    if requested is None:
+        return [(name, binary_output) for name in names]
+    unknown = [output.name for output in requested if output.name not in names]
+    if unknown:
+        raise InvalidInput(
+            f"outputs: {', '.join(map(repr, unknown))} not known; this model has {', '.join(names)}"
+        )
+    return [(output.name, output.binary) for output in requested]
+
+
+router = APIRouter(prefix="/v2", tags=["V2 inference protocol"])
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "rnnserve", "version": __version__, "extensions": EXTENSIONS}
+
+
+@router.get("/health/live", summary="The server is up")
+async def server_live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Every model is ready", responses={503: {"description": "Not ready"}})
+async def server_ready(registry: RegistryDep, request: Request) -> JSONBytesResponse:
+    states = await registry.readiness()
+    ready = all(state == "ready" for state in states.values()) and not request.app.state.drain.draining
+    return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 503)
+
+
+async def model_metadata(
+    registry: RegistryDep, settings: SettingsDep, model_name: str, model_version: str | None = None
+) -> JSONBytesResponse:
+    try:
+        model = served(registry, model_name, model_version)
+    except ServiceError as exc:
+        return v2_error(exc)
+    signature = signature_for(model)
+    return JSONBytesResponse({
+        "name": model.name,
+        "versions": [model.version],
+        "platform": PLATFORMS[settings.backend],
+        "inputs": [spec.describe() for spec in signature.inputs],
+        "outputs": [spec.describe() for spec in signature.outputs],
+    })  # fmt: skip
+
+
+async def model_ready(
+    registry: RegistryDep, model_name: str, model_version: str | None = None
+) -> JSONBytesResponse:
+    try:
+        model = served(registry, model_name, model_version)
+    except ServiceError as exc:
+        return v2_error(exc)
+    state = (await registry.readiness()).get(model.name, "unknown")
+    ready = state == "ready"
+    body: dict[str, Any] = {"name": model.name, "ready": ready} | ({} if ready else {"error": state})
+    return JSONBytesResponse(body, status_code=200 if ready else 503)
+
+
+async def model_config(
+    registry: RegistryDep, settings: SettingsDep, model_name: str, model_version: str | None = None
+) -> JSONBytesResponse:
+    """The model's configuration as Triton describes it (dimensions without the batch dimension)."""
+    try:
+        model = served(registry, model_name, model_version)
+    except ServiceError as exc:
+        return v2_error(exc)
+    signature = signature_for(model)
+
+    def tensors(specs: Any) -> list[dict[str, Any]]:
+        return [{"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape[1:])} for s in specs]
+
+    return JSONBytesResponse({
+        "name": model.name,
+        "platform": PLATFORMS[settings.backend],
+        "backend": TRITON_BACKENDS[settings.backend],
+        "max_batch_size": model.batching.max_batch_size,
+        "input": tensors(signature.inputs),
+        "output": tensors(signature.outputs),
+        "dynamic_batching": {"max_queue_delay_microseconds": int(model.batching.max_delay_ms * 1000)},
+    })  # fmt: skip
+
+
+ERROR_SCHEMA = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+MODEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {
+        "description": "Unknown model or version",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    },
+    503: {"description": "The model is not ready", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+}
+ENDPOINTS: list[tuple[str, Callable[..., Any], str]] = [
+    ("", model_metadata, "Model metadata: its tensors"),
+    ("/ready", model_ready, "The model is ready"),
+    ("/config", model_config, "Model configuration, as Triton gives it"),
+]
+for suffix, endpoint, summary in ENDPOINTS:
+    for path in (
+        f"/models/{{model_name}}{suffix}",
+        f"/models/{{model_name}}/versions/{{model_version}}{suffix}",
+    ):
+        router.add_api_route(path, endpoint, methods=["GET"], summary=summary, responses=MODEL_ERRORS)
+
+
+@router.post("/repository/index", summary="Every model and its state (Triton's repository index)")
+async def repository_index(registry: RegistryDep) -> list[dict[str, str]]:
+    states = await registry.readiness()
+    index = []
+    for name in registry.names():
+        try:
+            version = registry.lookup(name).version
+        except ServiceError:
+            version = ""
+        ready = states.get(name) == "ready"
+        index.append({"name": name, "version": version, "state": "READY" if ready else "UNAVAILABLE"}
+                     | ({} if ready else {"reason": states.get(name, "")}))  # fmt: skip
+    return index

@@ -1,0 +1,495 @@
+"""The Python client (`client/rnnserve_client`) against a real service on 127.0.0.1, with real MNIST
+digits; and, for the retry rules that need scripted answers (429 with `Retry-After`, a 4xx that must not
+be retried), against a tiny stdlib HTTP server on 127.0.0.1. Each answer the client gives is compared
+with the one the service's own routes give for the same input."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from rnnserve_client import (
+    ApiError,
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    DigitPrediction,
+    ForecastInput,
+    InputError,
+    InvalidInputError,
+    OverloadedError,
+    RnnserveError,
+    ServiceUnavailableError,
+    TransportError,
+    __version__,
+)
+from serving import REPO_ROOT, free_port, start_service
+
+SINE = [float(np.sin(t / 4)) for t in range(64)]
+RAMP = [float(t) for t in range(16)]
+
+
+@contextmanager
+def running_service(log_path: Path, **settings: str) -> Iterator[str]:
+    url, process = start_service(REPO_ROOT / "models", log_path, workers="1", threads="1", **settings)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with running_service(tmp_path_factory.mktemp("client") / "server.log") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_test_set: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, list[int]]:
+    """The first eight MNIST test images (uint8, 28×28, white on black) and their labels."""
+    images, labels = mnist_test_set
+    return images[:8], [int(label) for label in labels[:8]]
+
+
+def image_file(pixels: np.ndarray, kind: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=kind, **({"lossless": True} if kind == "WEBP" else {}))
+    return buffer.getvalue()
+
+
+def uploaded(url: str, content: bytes) -> dict[str, Any]:
+    """The service's own answer to an image file uploaded as multipart (curl -F file=@digit.png)."""
+    response = httpx.post(f"{url}/predict/digit", files={"file": ("digit", content)}, timeout=30)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def posted(url: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The service's own answer to a JSON body."""
+    response = httpx.post(f"{url}{path}", json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def check_prediction(got: DigitPrediction, expected: dict[str, Any], label: int) -> None:
+    """The client's answer is the service's own, and right where the service is right."""
+    assert got.digit == expected["digit"]
+    assert got.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
+    assert got.confidence == pytest.approx(expected["confidence"], abs=1e-5)
+    assert (got.model, got.version) == (expected["model"], expected["version"])
+    if expected["digit"] == label:
+        assert got.digit == label
+
+
+def check_many_right(predictions: list[DigitPrediction], labels: list[int]) -> None:
+    right = sum(p.digit == label for p, label in zip(predictions, labels, strict=True))
+    assert right >= len(labels) - 1, f"{right} of {len(labels)} right: {[p.digit for p in predictions]}"
+
+
+def test_predict_digit_from_a_file_path(
+    url: str, digits: tuple[np.ndarray, list[int]], tmp_path: Path
+) -> None:
+    images, labels = digits
+    with Client(url) as client:
+        for index in range(3):
+            path = tmp_path / f"digit{index}.png"
+            path.write_bytes(image_file(images[index]))
+            expected = uploaded(url, path.read_bytes())
+            check_prediction(client.predict_digit(path), expected, labels[index])
+            check_prediction(client.predict_digit(str(path)), expected, labels[index])
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG", "WEBP", "BMP"])
+def test_predict_digit_from_image_bytes(url: str, digits: tuple[np.ndarray, list[int]], kind: str) -> None:
+    images, labels = digits
+    with Client(url) as client:
+        predictions = []
+        for pixels, label in zip(images, labels, strict=True):
+            content = image_file(pixels, kind)
+            predictions.append(client.predict_digit(content))
+            check_prediction(predictions[-1], uploaded(url, content), label)
+    check_many_right(predictions, labels)
+
+
+def test_predict_digit_from_a_pil_image(url: str, digits: tuple[np.ndarray, list[int]]) -> None:
+    images, labels = digits
+    with Client(url) as client:
+        for pixels, label in zip(images[:4], labels[:4], strict=True):
+            expected = uploaded(url, image_file(pixels))  # the client sends a PIL image as PNG
+            check_prediction(client.predict_digit(Image.fromarray(pixels)), expected, label)
+
+
+def test_predict_digit_from_numpy_pixels(url: str, digits: tuple[np.ndarray, list[int]]) -> None:
+    images, labels = digits
+    with Client(url) as client:
+        predictions = []
+        for pixels, label in zip(images, labels, strict=True):
+            expected = posted(url, "/predict/digit", {"pixels": pixels.tolist()})
+            predictions.append(client.predict_digit(pixels))  # 28×28 uint8
+            check_prediction(predictions[-1], expected, label)
+            check_prediction(client.predict_digit(pixels.reshape(784).astype(np.float32)), expected, label)
+    check_many_right(predictions, labels)
+
+
+def test_predict_digits_many_at_once(url: str, digits: tuple[np.ndarray, list[int]], tmp_path: Path) -> None:
+    images, labels = digits
+    expected = [posted(url, "/predict/digit", {"pixels": pixels.tolist()}) for pixels in images]
+    with Client(url) as client:
+        # uint8 arrays travel as application/octet-stream; a stacked array too
+        for many in (client.predict_digits(list(images)), client.predict_digits(images)):
+            for prediction, answer, label in zip(many, expected, labels, strict=True):
+                check_prediction(prediction, answer, label)
+        # a mix of every kind travels as JSON `inputs`, answered in order
+        path = tmp_path / "digit.png"
+        path.write_bytes(image_file(images[0]))
+        mixed = [path, image_file(images[1]), Image.fromarray(images[2]), images[3].astype(np.float64)]
+        from_mixed = client.predict_digits(mixed)
+    files = [uploaded(url, image_file(pixels)) for pixels in images[:3]]
+    for prediction, answer, label in zip(from_mixed, [*files, expected[3]], labels[:4], strict=True):
+        check_prediction(prediction, answer, label)
+
+
+def test_forecast_one_and_many(url: str) -> None:
+    with Client(url) as client:
+        one = client.forecast(SINE, horizon=8, levels=(80, 95))
+        many = client.forecast_many(
+            [ForecastInput(SINE, 8), ForecastInput(np.array(RAMP), 2, levels=(50,)), ForecastInput(RAMP, 3)]
+        )
+    expected = posted(url, "/forecast", {"series": SINE, "horizon": 8, "levels": [80, 95]})
+    assert one.forecast == pytest.approx(expected["forecast"], abs=1e-5)
+    assert set(one.intervals) == {"80", "95"}
+    for level in ("80", "95"):
+        assert one.intervals[level].lower == pytest.approx(expected["intervals"][level]["lower"], abs=1e-5)
+        assert one.intervals[level].upper == pytest.approx(expected["intervals"][level]["upper"], abs=1e-5)
+    assert one.interval(95) == one.intervals["95"]
+    band = one.interval(80)
+    assert all(
+        low < mean < high for low, mean, high in zip(band.lower, one.forecast, band.upper, strict=True)
+    )
+    assert [len(f.forecast) for f in many] == [8, 2, 3]
+    assert many[0].forecast == pytest.approx(one.forecast, abs=1e-5)
+    assert list(many[1].intervals) == ["50"]
+    assert many[1].forecast == pytest.approx([16, 17], abs=0.5)  # a straight line goes on
+    with pytest.raises(KeyError, match="no 99 % interval"):
+        one.interval(99)
+
+
+def test_health_and_models(url: str) -> None:
+    with Client(url) as client:
+        health = client.health()
+        listing = client.models()
+    assert (health.live, health.ready, health.status) == (True, True, "ready")
+    assert health.models["digit_lstm"] == health.models["sine_gru"] == "ready"
+    assert set(health.models.values()) == {"ready"}
+    raw = httpx.get(f"{url}/models", timeout=30).json()
+    assert listing.backend == raw["backend"] and listing.requested_device == raw["requested_device"]
+    assert [m.name for m in listing.models] == [m["name"] for m in raw["models"]]
+    digit_model = listing.model("digit_lstm")
+    assert digit_model.ready and digit_model.task == "digit-classification" and digit_model.version == "1"
+    assert digit_model.batching is not None and digit_model.batching.max_batch_size == 64
+    assert digit_model.metadata["metrics"] == raw["models"][0]["metadata"]["metrics"]
+    assert listing.model("sine_gru").task == "forecasting"
+
+
+def test_a_request_names_its_model(url: str, digits: tuple[np.ndarray, list[int]]) -> None:
+    with Client(url) as client:
+        named = client.predict_digits(list(digits[0][:2]), model="digit_lstm")
+        forecast = client.forecast(SINE, horizon=4, model="sine_gru")
+        with pytest.raises(InvalidInputError, match="choose one of digit_lstm") as wrong:
+            client.predict_digit(digits[0][0], model="sine_gru")
+    assert [p.model for p in named] == ["digit_lstm"] * 2 and forecast.model == "sine_gru"
+    assert wrong.value.status_code == 422
+
+
+async def test_the_async_client(url: str, digits: tuple[np.ndarray, list[int]], tmp_path: Path) -> None:
+    images, labels = digits
+    path = tmp_path / "digit.png"
+    path.write_bytes(image_file(images[0]))
+    async with AsyncClient(url) as client:
+        from_path = await client.predict_digit(path)
+        from_pixels = await client.predict_digit(images[1])
+        many = await client.predict_digits([images[2], Image.fromarray(images[3])])
+        one = await client.forecast(SINE, horizon=4)
+        forecasts = await client.forecast_many([ForecastInput(SINE, 4), ForecastInput(RAMP, 2)])
+        health = await client.health()
+        listing = await client.models()
+        with pytest.raises(InvalidInputError, match="series: has 3 values"):
+            await client.forecast([1, 2, 3], horizon=4)
+    check_prediction(from_path, uploaded(url, path.read_bytes()), labels[0])
+    check_prediction(from_pixels, posted(url, "/predict/digit", {"pixels": images[1].tolist()}), labels[1])
+    check_prediction(many[0], posted(url, "/predict/digit", {"pixels": images[2].tolist()}), labels[2])
+    check_prediction(many[1], uploaded(url, image_file(images[3])), labels[3])
+    assert one.forecast == pytest.approx(forecasts[0].forecast, abs=1e-5)
+    assert [len(f.forecast) for f in forecasts] == [4, 2]
+    assert health.ready and {m.name for m in listing.models} == {"digit_lstm", "sine_gru"}
+
+
+def test_api_keys(digits: tuple[np.ndarray, list[int]], tmp_path: Path) -> None:
+    images, labels = digits
+    with running_service(tmp_path / "server.log", api_keys="k1") as keyed:
+        with Client(keyed) as anonymous:
+            assert anonymous.health().ready  # health checks stay open
+            with pytest.raises(AuthenticationError) as missing:
+                anonymous.predict_digit(images[0])
+        with Client(keyed, api_key="k2") as wrong, pytest.raises(AuthenticationError) as refused:
+            wrong.models()
+        with Client(keyed, api_key="k1") as right:
+            assert right.predict_digit(images[0]).digit == labels[0]
+            assert {m.name for m in right.models().models} == {"digit_lstm", "sine_gru"}
+    assert missing.value.status_code == 401 and missing.value.attempts == 1
+    assert missing.value.message.startswith("an API key is required: send it as `Authorization: Bearer")
+    assert refused.value.message.startswith("the API key is wrong")
+    assert "401: an API key is required" in str(missing.value)
+
+
+def test_a_422_carries_the_servers_message(url: str) -> None:
+    bad = {"inputs": [{"series": SINE, "horizon": 2}, {"series": RAMP, "horizon": 2, "levels": [0.9]}]}
+    raw = httpx.post(f"{url}/forecast", json=bad, timeout=30).json()
+    with Client(url) as client:
+        with pytest.raises(InvalidInputError) as caught:
+            client.forecast_many([ForecastInput(SINE, 2), ForecastInput(RAMP, 2, levels=(0.9,))])
+        with pytest.raises(InvalidInputError, match="the image holds no digit"):
+            client.predict_digit(np.zeros((28, 28), dtype=np.uint8))
+    error = caught.value
+    assert error.status_code == 422 and error.message == raw["detail"] == "inputs[1].levels: " + (
+        "levels are percentages: send 90, not 0.9"
+    )
+    assert [(e.loc, e.msg) for e in error.errors] == [(e["loc"], e["msg"]) for e in raw["errors"]]
+    assert error.body == raw and error.request_id
+    assert isinstance(error, RnnserveError)
+
+
+def test_a_real_429_is_retried_after_retry_after(
+    digits: tuple[np.ndarray, list[int]], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A queue of one input, held for 3 s while the batch waits to fill: a second request gets 429."""
+    images, labels = digits
+    settings = {"max_queue_size": "1", "max_inputs_per_request": "1", "max_batch_size": "2"}
+    with (
+        running_service(tmp_path / "server.log", max_delay_ms="3000", **settings) as held,
+        Client(held) as holder,
+        ThreadPoolExecutor(1) as background,
+    ):
+        first = background.submit(holder.predict_digit, images[0])
+        while queue_depth(holder, "digit_lstm") != 1:
+            time.sleep(0.02)
+        with Client(held, retries=0) as impatient, pytest.raises(OverloadedError) as refused:
+            impatient.predict_digit(images[1])
+        with Client(held, retries=8) as patient, caplog.at_level(logging.INFO, logger="rnnserve_client"):
+            second = patient.predict_digit(images[1])
+        assert first.result().digit == labels[0] and second.digit == labels[1]
+    assert refused.value.status_code == 429 and refused.value.attempts == 1
+    assert refused.value.retry_after_s is not None and refused.value.retry_after_s >= 1
+    assert "inputs waiting (the limit is 1): retry after" in refused.value.message
+    retries = [vars(r) for r in caplog.records if getattr(r, "status_code", None) == 429]
+    assert retries, "the second request was never refused: the queue did not hold the first"
+    for retry in retries:
+        assert retry["retry_after_s"] >= 1 and retry["wait_s"] >= retry["retry_after_s"]
+
+
+def queue_depth(client: Client, model: str) -> int:
+    batching = client.models().model(model).batching
+    assert batching is not None, f"{model} is not loaded"
+    return batching.queue_depth
+
+
+@dataclass
+class Scripted:
+    """A stdlib HTTP server on 127.0.0.1 at `url` that gives the scripted answers in order (the last one
+    repeats) and records each request: when it came, its path and its headers."""
+
+    answers: list[tuple[int, dict[str, str], dict[str, Any]]]
+    url: str = ""
+    requests: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
+
+
+FORECAST_ANSWER = {
+    "forecast": [1.0, 2.0],
+    "intervals": {"80": {"lower": [0.5, 1.5], "upper": [1.5, 2.5]}},
+    "model": "sine_gru",
+    "version": "1",
+}
+
+
+@contextmanager
+def scripted_server(*answers: tuple[int, dict[str, str], dict[str, Any]]) -> Iterator[Scripted]:
+    script = Scripted(list(answers))
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            headers = {name.lower(): value for name, value in self.headers.items()}
+            script.requests.append((time.monotonic(), self.path, headers))
+            status, extra_headers, body = script.answers[min(len(script.requests), len(script.answers)) - 1]
+            content = json.dumps(body).encode()
+            self.send_response(status)
+            for name, value in {**extra_headers, "Content-Type": "application/json"}.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(content)))
+            self.end_headers()
+            self.wfile.write(content)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    script.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield script
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_is_honoured(status: int) -> None:
+    refusal = (status, {"Retry-After": "1"}, {"detail": "busy: retry after 1 s"})
+    with (
+        scripted_server(refusal, (200, {}, FORECAST_ANSWER)) as script,
+        Client(script.url, api_key="k1", request_timeout_ms=250, backoff_s=0.01) as client,
+    ):
+        forecast = client.forecast(RAMP, horizon=2)
+    assert forecast.forecast == [1.0, 2.0] and forecast.interval(80).lower == [0.5, 1.5]
+    (first, path, headers), (second, _, _) = script.requests
+    print(f"\n{status} with Retry-After: 1; the client waited {second - first:.3f} s")
+    assert second - first >= 1.0 - 0.05
+    assert path == "/forecast" and headers["content-type"] == "application/json"
+    assert headers["authorization"] == "Bearer k1" and headers["x-request-timeout-ms"] == "250"
+    assert headers["user-agent"].startswith(f"rnnserve-client/{__version__} ")
+
+
+@pytest.mark.parametrize("status", [400, 401, 404, 413, 422])
+def test_other_4xx_are_never_retried(status: int) -> None:
+    refusal = (status, {"Retry-After": "0"}, {"detail": f"refused with {status}"})
+    with (
+        scripted_server(refusal) as script,
+        Client(script.url, retries=3, backoff_s=0.01) as client,
+        pytest.raises(ApiError) as caught,
+    ):
+        client.forecast(RAMP, horizon=2)
+    assert len(script.requests) == 1
+    assert caught.value.status_code == status and caught.value.message == f"refused with {status}"
+
+
+def test_retries_run_out_then_the_error_is_raised() -> None:
+    refusal = (503, {"Retry-After": "0"}, {"detail": "model sine_gru is not ready"})
+    with (
+        scripted_server(refusal) as script,
+        Client(script.url, retries=2, backoff_s=0.01) as client,
+        pytest.raises(ServiceUnavailableError) as caught,
+    ):
+        client.forecast(RAMP, horizon=2)
+    assert len(script.requests) == 3 and caught.value.attempts == 3
+    assert caught.value.message == "model sine_gru is not ready"
+
+
+def test_connection_refused_becomes_a_transport_error_after_the_retries() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    with Client(nowhere, retries=2, backoff_s=0.01) as client, pytest.raises(TransportError) as caught:
+        client.forecast(RAMP, horizon=2)
+    assert caught.value.attempts == 3 and "ConnectError" in str(caught.value)
+
+
+async def test_connection_refused_async() -> None:
+    async with AsyncClient(f"http://127.0.0.1:{free_port()}", retries=1, backoff_s=0.01) as client:
+        with pytest.raises(TransportError) as caught:
+            await client.health()
+    assert caught.value.attempts == 2 and "ConnectError" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.predict_digit(b"GIF89a..."), "not a PNG, JPEG, WebP or BMP file"),
+        (lambda c: c.predict_digit("/no/such/digit.png"), "cannot read the image file"),
+        (lambda c: c.predict_digit(np.zeros((28, 27))), "an image is 28×28 or 784 raw pixel values"),
+        (lambda c: c.predict_digit([[0] * 28] * 28), "is a list; pass a file path"),
+        (lambda c: c.predict_digits([]), "the list is empty"),
+        (lambda c: c.predict_digits(np.zeros((28, 28))), "or one image to predict_digit"),
+        (lambda c: c.forecast([1.0, float("nan")] * 10, horizon=2), "NaN or infinity"),
+        (lambda c: c.forecast(RAMP, horizon=2.5), "pass a whole number of steps"),
+        (lambda c: c.forecast(RAMP, horizon=True), "pass a whole number of steps"),
+        (lambda c: c.forecast_many([(RAMP, 2)]), "pass ForecastInput(series, horizon)"),
+    ],
+    ids=["gif", "no-file", "27-columns", "list", "no-images", "one-image", "nan", "horizon", "bool", "tuple"],
+)
+def test_inputs_the_client_cannot_send_are_refused_before_sending(call: Any, message: str) -> None:
+    with (
+        Client(f"http://127.0.0.1:{free_port()}", retries=0) as client,
+        pytest.raises(InputError, match=re.escape(message)),
+    ):
+        call(client)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"base_url": "127.0.0.1:8000"}, "base_url is '127.0.0.1:8000': pass the service's URL"),
+        ({"retries": -1}, "retries is -1"),
+        ({"timeout": 0}, "timeout is 0"),
+        ({"request_timeout_ms": 0}, "request_timeout_ms is 0"),
+    ],
+    ids=["no-scheme", "retries", "timeout", "request-timeout"],
+)
+def test_settings_that_cannot_work_are_refused(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Client(**{"base_url": "http://127.0.0.1:8000", **settings})
+
+
+def test_importing_the_client_leaves_the_server_stack_and_numpy_out() -> None:
+    program = (
+        "import sys, rnnserve_client; "
+        "print(sorted(m for m in ('fastapi', 'onnxruntime', 'numpy', 'PIL', 'torch') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_package_needs_only_httpx() -> None:
+    requires = importlib.metadata.requires("rnnserve-client") or []
+    assert [r for r in requires if "extra ==" not in r] == ["httpx>=0.27"]
+    assert importlib.metadata.version("rnnserve-client") == __version__
+
+
+@pytest.mark.parametrize(
+    ("readme", "heading"), [("client/README.md", "# rnnserve-client"), ("README.md", "## Python client")]
+)
+def test_the_readme_example_runs(
+    url: str, digits: tuple[np.ndarray, list[int]], tmp_path: Path, readme: str, heading: str
+) -> None:
+    text = (REPO_ROOT / readme).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text[text.index(heading) :], flags=re.DOTALL)
+    assert blocks, f"{readme} has no ```python block after {heading}"
+    images, labels = digits
+    (tmp_path / "digit.png").write_bytes(image_file(images[0]))
+    program = blocks[0].replace("http://127.0.0.1:8000", url)
+    done = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    print(done.stdout)
+    assert lines[0].startswith("Health(live=True, ready=True")
+    assert lines[1].split()[0] == str(labels[0])
+    assert lines[-1].startswith("422 series: has 3 values; sine_gru needs 16 to 4096")
