@@ -43,6 +43,8 @@ from rnnserve_client import (
 )
 from serving import REPO_ROOT, free_port, start_service
 
+from service.repository import model_names
+
 SINE = [float(np.sin(t / 4)) for t in range(64)]
 RAMP = [float(t) for t in range(16)]
 
@@ -240,7 +242,7 @@ async def test_the_async_client(url: str, digits: tuple[np.ndarray, list[int]], 
     check_prediction(many[1], uploaded(url, image_file(images[3])), labels[3])
     assert one.forecast == pytest.approx(forecasts[0].forecast, abs=1e-5)
     assert [len(f.forecast) for f in forecasts] == [4, 2]
-    assert health.ready and {m.name for m in listing.models} == {"digit_lstm", "sine_gru"}
+    assert health.ready and {m.name for m in listing.models} == set(model_names(REPO_ROOT / "models"))
 
 
 def test_api_keys(digits: tuple[np.ndarray, list[int]], tmp_path: Path) -> None:
@@ -254,7 +256,7 @@ def test_api_keys(digits: tuple[np.ndarray, list[int]], tmp_path: Path) -> None:
             wrong.models()
         with Client(keyed, api_key="k1") as right:
             assert right.predict_digit(images[0]).digit == labels[0]
-            assert {m.name for m in right.models().models} == {"digit_lstm", "sine_gru"}
+            assert {m.name for m in right.models().models} == set(model_names(REPO_ROOT / "models"))
     assert missing.value.status_code == 401 and missing.value.attempts == 1
     assert missing.value.message.startswith("an API key is required: send it as `Authorization: Bearer")
     assert refused.value.message.startswith("the API key is wrong")

@@ -226,7 +226,10 @@ def assert_same_forecast(answer: dict[str, Any], expected: dict[str, Any]) -> No
 
 
 async def test_only_the_most_recent_context_matters(api_client: httpx.AsyncClient) -> None:
-    series = sine(1000)
+    models = (await api_client.get("/models")).json()["models"]
+    (forecaster,) = [m for m in models if m["name"] == "sine_gru"]
+    context = forecaster["metadata"]["config"]["context_length"]
+    series = sine(context + 744)
     full = (await api_client.post("/forecast", json={"series": series, "horizon": 10})).json()
-    recent = (await api_client.post("/forecast", json={"series": series[-256:], "horizon": 10})).json()
+    recent = (await api_client.post("/forecast", json={"series": series[-context:], "horizon": 10})).json()
     assert full["forecast"] == recent["forecast"]

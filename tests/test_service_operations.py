@@ -19,6 +19,9 @@ from starlette.types import Message, Scope
 from service.app import create_app
 from service.config import Settings
 from service.logs import JsonFormatter, configure_logging
+from service.repository import model_names
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 if TYPE_CHECKING:
     from conftest import ServeApp
@@ -35,19 +38,19 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition never came true")
 
 
-async def test_health_live_and_ready(api_client: httpx.AsyncClient) -> None:
+async def test_health_live_and_ready(api_client: httpx.AsyncClient, models_dir: Path) -> None:
     live = await api_client.get("/health/live")
     assert live.status_code == 200 and live.json() == {"status": "live"}
     ready = await api_client.get("/health/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "models": {"digit_lstm": "ready", "sine_gru": "ready"}}
+    assert ready.json() == {"status": "ready", "models": {n: "ready" for n in model_names(models_dir)}}
 
 
 async def test_models_says_what_runs_where(api_client: httpx.AsyncClient, models_dir: Path) -> None:
     described = (await api_client.get("/models")).json()
     assert described["backend"] == "onnx"
     by_name = {m["name"]: m for m in described["models"]}
-    assert set(by_name) == {"digit_lstm", "sine_gru"}
+    assert set(by_name) == set(model_names(models_dir))
     for name, model in by_name.items():
         on_disk = json.loads((models_dir / name / model["version"] / "metadata.json").read_text())
         assert model["metadata"] == on_disk  # training metrics, config, checksums, as exported
@@ -128,9 +131,9 @@ async def test_metrics_count_requests_by_route_and_status_and_time_the_models(se
     ]
     assert {s.labels["route"] for s in latency} >= {"/predict/digit", "/forecast"}
     depth = {s.labels["model"]: s.value for s in found["rnnserve_queue_depth"].samples}
-    assert depth == {"digit_lstm": 0.0, "sine_gru": 0.0}
+    assert depth == dict.fromkeys(model_names(MODELS_DIR), 0.0)
     ready = {s.labels["model"]: s.value for s in found["rnnserve_model_ready"].samples}
-    assert ready == {"digit_lstm": 1.0, "sine_gru": 1.0}
+    assert ready == dict.fromkeys(model_names(MODELS_DIR), 1.0)
 
 
 async def test_every_response_carries_a_request_id(api_client: httpx.AsyncClient) -> None:
@@ -189,10 +192,12 @@ async def test_the_api_docs_describe_every_request_form(api_client: httpx.AsyncC
         "pixels",
         "image",
         "inputs",
+        "model",
     }
+    assert [p["name"] for p in digit["parameters"]] == ["model"]
     assert {"200", "413", "422", "429", "503"} <= set(digit["responses"])
     forecast = spec["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(forecast["properties"]) == {"series", "horizon", "levels", "inputs"}
+    assert set(forecast["properties"]) == {"series", "horizon", "levels", "inputs", "model"}
     assert "$ref" not in json.dumps(forecast)  # inlined, so it resolves anywhere
 
 

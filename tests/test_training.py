@@ -85,6 +85,31 @@ def test_forecast_dry_run_is_reproducible(tmp_path: Path) -> None:
         assert reports[0][key] == pytest.approx(reports[1][key], rel=1e-4)
 
 
+def test_forecast_dry_runs_follow_their_recipe(tmp_path: Path) -> None:
+    """The default recipe (v2) and `--recipe v1` export the network and family each one names."""
+    expected = {
+        "v2": ("HarmonicGRU", 1024, {"period_range": [4.0, 256.0], "noise_range": [0.0, 0.2]}),
+        "v1": ("SeriesGRU", 256, {"period_range": [16.0, 64.0], "noise_range": [0.0, 0.1]}),
+    }
+    for recipe, (network, context, family) in expected.items():
+        arguments = [
+            "--dry-run",
+            "--out",
+            str(tmp_path / recipe),
+            "--report-dir",
+            str(tmp_path / f"r-{recipe}"),
+        ]
+        forecast.main(arguments + (["--recipe", "v1"] if recipe == "v1" else []))
+        metadata = _assert_checksums(_only_version(tmp_path / recipe / "sine_gru"))
+        assert metadata["config"]["network"] == network
+        assert metadata["config"]["context_length"] == context
+        assert metadata["training"]["recipe"] == recipe and metadata["training"]["family"] == family
+        assert metadata["metrics"]["parity_max_relative_difference"] <= TOLERANCE
+        assert set(metadata["metrics"]["protocol_v2"]["model"]) == {"family", "short", "long", "unseen"}
+    calibration = json.loads(next((tmp_path / "v2").rglob("metadata.json")).read_text())["training"]
+    assert len(calibration["std_calibration"]) == 128
+
+
 def _series_batch(lengths: list[int], scale: float = 3.0) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(sum(lengths))
     windows = [(rng.standard_normal(n) * scale + 1).astype(np.float32) for n in lengths]

@@ -15,6 +15,8 @@ import tritonclient.http as triton
 from serving import start_service
 from tritonclient.utils import InferenceServerException
 
+from service.repository import model_names
+
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
 
@@ -64,7 +66,7 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
         assert client.is_model_ready(name) and client.is_model_ready(name, newest_version(name))
         assert client.get_model_config(name)["max_batch_size"] >= 1
     index = {entry["name"]: entry["state"] for entry in client.get_model_repository_index()}
-    assert index == {"digit_lstm": "READY", "sine_gru": "READY"}
+    assert index == {name: "READY" for name in model_names(MODELS_DIR)}
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

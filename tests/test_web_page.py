@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Request, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 from serving import REPO_ROOT, start_service
 
@@ -304,17 +304,28 @@ def test_the_default_forecast_is_plotted_with_the_numbers_the_api_gives(
     assert np.allclose(np.array([row[1:] for row in rows], float), np.array([r[1:] for r in expected], float))
     assert page.locator("#forecast-plot").get_attribute("data-drawn") == "forecast"
     after = plot_colours(page)
-    # The forecast and its bands are drawn, right of the history (the last 48 of 248 steps).
-    assert after["orange"] > 100 and after["band80"] > 10 and after["history"] > 200, after
+    # The forecast is drawn, right of the history (the last 48 of 248 steps); its bands may be thinner
+    # than a pixel at this scale, for a series the model knows well.
+    assert after["orange"] > 100 and after["history"] > 200, after
     assert after["orangeFrom"] > 0.7, after
 
     draw(page, DIGITS[3])
     wait_for_state(page, "digit", "shown")
     page.click("#forecast-values summary")  # closed again, for the picture
     seen.screenshot("page-desktop.png")
-    page.check("#forecast-zoom")  # the forecast and the 24 values before it: the bands fill more
+    page.check("#forecast-zoom")  # the forecast and the 24 values before it fill the plot
     zoomed = plot_colours(page)
-    assert zoomed["band80"] > 3 * after["band80"] and zoomed["orangeFrom"] < after["orangeFrom"], zoomed
+    assert zoomed["orange"] > after["orange"] and zoomed["orangeFrom"] < after["orangeFrom"], zoomed
+    # A noisy series gets bands wide enough to see: the 80 % band is drawn in its own colour.
+    noise = np.random.default_rng(0).normal(0, 0.3, 200)
+    noisy = [round(math.sin(3 * x) + x + e, 4) for x, e in zip(np.linspace(0, 20, 200), noise, strict=True)]
+    page.fill("#series", ", ".join(map(str, noisy)))
+    with page.expect_response(lambda r: r.url.endswith("/forecast")) as answered:
+        page.click("#forecast-run")
+    assert answered.value.status == 200
+    expect(page.locator("#forecast")).to_have_attribute("data-state", "shown")
+    expect(page.locator("#forecast-plot")).to_have_attribute("data-drawn", "forecast")
+    assert plot_colours(page)["band80"] > 10
     seen.screenshot("page-desktop-zoomed.png")
     assert seen.foreign_requests(server) == []
     assert seen.errors == []
@@ -392,7 +403,7 @@ def test_the_page_asks_for_the_api_key_until_it_is_entered(
 
         page.fill("#api-key", "wrong")
         page.click("#key-form button")
-        page.wait_for_function("document.getElementById('digit-error').innerText.includes('refused')")
+        expect(page.locator("#digit-error")).to_contain_text("refused")
         assert wait_for_state(page, "digit", "error") == "error"
 
         page.fill("#api-key", "k1")

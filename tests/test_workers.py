@@ -14,7 +14,11 @@ import httpx
 import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import start_service
+from serving import REPO_ROOT, start_service
+
+from service.repository import model_names
+
+MODELS_DIR = REPO_ROOT / "models"
 
 OCTETS = {"content-type": "application/octet-stream"}
 
@@ -102,7 +106,7 @@ async def test_metrics_show_every_worker_and_the_model_calls_they_shared(
         answered = samples(text, "rnnserve_http_requests_total")[route] - requests_before.get(route, 0.0)
         assert answered == 128
         ready = samples(text, "rnnserve_model_ready")
-        assert ready == {(("model", "digit_lstm"),): 1.0, (("model", "sine_gru"),): 1.0}
+        assert ready == {(("model", name),): 1.0 for name in model_names(MODELS_DIR)}
 
 
 async def test_readiness_and_models_describe_the_served_models(service: Service) -> None:
@@ -113,8 +117,10 @@ async def test_readiness_and_models_describe_the_served_models(service: Service)
             "/forecast", json={"series": list(np.sin(np.arange(64) / 4)), "horizon": 5}
         )
         bad = await http.post("/forecast", json={"series": [1, 2, 3], "horizon": 5})
-    assert ready.status_code == 200 and ready.json()["models"] == {"digit_lstm": "ready", "sine_gru": "ready"}
-    assert {m["name"] for m in models} == {"digit_lstm", "sine_gru"} and all(m["ready"] for m in models)
+    assert ready.status_code == 200 and ready.json()["models"] == {
+        n: "ready" for n in model_names(MODELS_DIR)
+    }
+    assert {m["name"] for m in models} == set(model_names(MODELS_DIR)) and all(m["ready"] for m in models)
     assert forecast.status_code == 200 and len(forecast.json()["forecast"]) == 5
     assert bad.status_code == 422 and "needs 16 to 4096" in bad.json()["detail"]
 

@@ -36,11 +36,28 @@ def load_mnist(data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]
 
 
 # The forecaster's world: y_t = A·sin(2πt/P + φ) + (k·A/P)·t + c + ε, ε ~ N(0, (s·A)²).
-PERIOD_RANGE = (16.0, 64.0)  # log-uniform, in steps
 AMPLITUDE_RANGE = (0.5, 2.0)
 TREND_RANGE = (-2.5, 2.5)
 OFFSET_RANGE = (-2.0, 2.0)
-NOISE_RANGE = (0.0, 0.1)  # noise sd as a fraction of the amplitude
+
+
+@dataclass(frozen=True)
+class SeriesFamily:
+    """The ranges the sine-with-trend generator draws P (log-uniform, in steps) and s (noise sd as a
+    fraction of the amplitude) from; A, φ, k and c are drawn the same way in every family."""
+
+    period_range: tuple[float, float]
+    noise_range: tuple[float, float]
+
+    def describe(self) -> str:
+        (p_low, p_high), (s_low, s_high) = self.period_range, self.noise_range
+        return f"P log-uniform in [{p_low:g}, {p_high:g}], s ∈ U[{s_low:g}, {s_high:g}]"
+
+
+V1_FAMILY = SeriesFamily(period_range=(16.0, 64.0), noise_range=(0.0, 0.1))
+V2_FAMILY = SeriesFamily(period_range=(4.0, 256.0), noise_range=(0.0, 0.2))
+PERIOD_RANGE = V1_FAMILY.period_range
+NOISE_RANGE = V1_FAMILY.noise_range
 
 
 @dataclass(frozen=True)
@@ -53,14 +70,17 @@ class SeriesBatch:
     noise_sd: np.ndarray
 
 
-def sine_series(rng: np.random.Generator, count: int, length: int) -> SeriesBatch:
-    """`count` series of `length` steps from the sine-with-trend family, drawn from `rng`."""
-    period = np.exp(rng.uniform(np.log(PERIOD_RANGE[0]), np.log(PERIOD_RANGE[1]), count))
+def sine_series(
+    rng: np.random.Generator, count: int, length: int, family: SeriesFamily = V1_FAMILY
+) -> SeriesBatch:
+    """`count` series of `length` steps from the sine-with-trend `family`, drawn from `rng`."""
+    low, high = family.period_range
+    period = np.exp(rng.uniform(np.log(low), np.log(high), count))
     amplitude = rng.uniform(*AMPLITUDE_RANGE, count)
     phase = rng.uniform(0.0, 2.0 * np.pi, count)
     trend = rng.uniform(*TREND_RANGE, count)
     offset = rng.uniform(*OFFSET_RANGE, count)
-    noise = rng.uniform(*NOISE_RANGE, count)
+    noise = rng.uniform(*family.noise_range, count)
     t = np.arange(length, dtype=np.float64)[None, :]
     values = (
         amplitude[:, None] * np.sin(2.0 * np.pi * t / period[:, None] + phase[:, None])
@@ -69,6 +89,34 @@ def sine_series(rng: np.random.Generator, count: int, length: int) -> SeriesBatc
         + (noise * amplitude)[:, None] * rng.standard_normal((count, length))
     )
     return SeriesBatch(values.astype(np.float32), period, amplitude, noise * amplitude)
+
+
+def unseen_series(rng: np.random.Generator, count: int, length: int) -> SeriesBatch:
+    """Series no sine model has seen: the first half Gaussian random walks (step sd U[0.05, 0.5],
+    start U[-2, 2]; `period` 1, the naive forecast's season), the second half square waves (P
+    log-uniform in [8, 128], amplitude U[0.5, 2], noise sd U[0, 0.1]·A)."""
+    walks = count // 2
+    squares = count - walks
+    step_sd = rng.uniform(0.05, 0.5, walks)
+    start = rng.uniform(-2.0, 2.0, walks)
+    walk = start[:, None] + np.cumsum(step_sd[:, None] * rng.standard_normal((walks, length)), axis=1)
+    period = np.exp(rng.uniform(np.log(8.0), np.log(128.0), squares))
+    amplitude = rng.uniform(*AMPLITUDE_RANGE, squares)
+    phase = rng.uniform(0.0, 1.0, squares)
+    offset = rng.uniform(*OFFSET_RANGE, squares)
+    noise = rng.uniform(0.0, 0.1, squares) * amplitude
+    t = np.arange(length, dtype=np.float64)[None, :]
+    square = (
+        amplitude[:, None] * np.where((t / period[:, None] + phase[:, None]) % 1.0 < 0.5, 1.0, -1.0)
+        + offset[:, None]
+        + noise[:, None] * rng.standard_normal((squares, length))
+    )
+    return SeriesBatch(
+        np.concatenate([walk, square]).astype(np.float32),
+        np.concatenate([np.ones(walks), period]),
+        np.concatenate([step_sd, amplitude]),
+        np.concatenate([step_sd, noise]),
+    )
 
 
 def seed_curve(points: int = 100, horizon: int = 32) -> tuple[np.ndarray, np.ndarray]:

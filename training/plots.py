@@ -79,3 +79,32 @@ def forecasts(
         ax.axis("off")
     axes[0][0].legend(fontsize=8, loc="upper left")
     _save(fig, path)
+
+
+def forecast_comparison(
+    path: Path,
+    panels: Sequence[
+        tuple[str, np.ndarray, np.ndarray, Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray]]]
+    ],
+    level: float,
+) -> None:
+    """One panel per example: (title, history, truth, [(label, forecast, lower, upper), ...]), each
+    forecast with its `level` % band."""
+    colours = ["tab:red", "tab:blue", "tab:purple", "tab:orange"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.6), squeeze=False)
+    for ax, (title, history, truth, forecasts) in zip(axes[0], panels, strict=True):
+        past = np.arange(-len(history) + 1, 1)
+        future = np.arange(1, len(truth) + 1)
+        ax.plot(past, history, color="black", lw=1, label="history")
+        for colour, (label, forecast, lower, upper) in zip(colours, forecasts, strict=False):
+            ax.plot(future, forecast, color=colour, lw=1.4, label=label)
+            ax.fill_between(future, lower, upper, color=colour, alpha=0.18)
+        ax.plot(future, truth, color="black", lw=1.2, ls="--", label="truth")
+        # Frame the series itself; a forecast far off it leaves the frame (its MAE is in the legend).
+        low, high = min(history.min(), truth.min()), max(history.max(), truth.max())
+        ax.set_ylim(low - 0.5 * (high - low), high + 0.5 * (high - low))
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"forecasts with their {level:g} % bands", fontsize=10)
+    _save(fig, path)

@@ -11,7 +11,7 @@ export const COLOURS = {
   text: "#374151",
 };
 const MARGIN = { left: 56, right: 16, top: 14, bottom: 34 };
-/** History shown before the forecast: the model reads the last 256 values; longer series are cut. */
+/** History shown before the forecast, at most: longer series are cut in the plot. */
 const MIN_HISTORY_SHOWN = 256;
 
 /**
