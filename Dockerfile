@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # rnnserve images. docker-compose.yml builds them for you (README, "Quickstart (Docker)").
 #
 #   docker build -t rnnserve:gpu .                                   GPU: CUDA 13.0 + cuDNN 9, onnxruntime-gpu, torch
@@ -8,6 +6,12 @@
 #       --build-arg EXTRAS=gpu,train .                               one-shot training and export
 #
 # Every RNNSERVE_ setting can be overridden at run time (docker run -e RNNSERVE_MAX_BATCH_SIZE=64 ...).
+#
+# No `# syntax=` line: BuildKit's built-in frontend (Docker 20.10 and later) handles RUN --mount, and the
+# line would make every build fetch a frontend image from a registry, which fails on a machine without one.
+# pip settings (an index, a mirror, a CA) reach the build as the secret `pip.conf`, never as a layer:
+#   docker build --secret id=pip.conf,src=$HOME/.config/pip/pip.conf ...
+# scripts/containers.py passes the host's own that way.
 
 # gpu | cpu
 ARG VARIANT=gpu
@@ -27,39 +31,53 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 FROM base-${VARIANT} AS base
+# ONNX Runtime's telemetry off: a server makes no calls home, and on a read-only root its attempt to store a
+# device id would put a warning that is not a JSON line into the log.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
 # ---- build: the package and its dependencies in a virtual environment ----------------------------------
 FROM base AS build
 ARG VARIANT
+RUN python3 -m venv "$VIRTUAL_ENV"
+WORKDIR /src
+# Dependencies first, read from pyproject.toml alone, so that a change to the code reuses these layers.
+COPY pyproject.toml ./
+# The dependencies and the variant's ONNX Runtime (extra `cpu` or `gpu`): every image of a variant shares
+# this layer, API and training alike, because nothing above it differs between them (EXTRAS comes below).
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(*p["dependencies"], *p["optional-dependencies"][sys.argv[1]], sep="\n")' \
+        "$VARIANT" > /tmp/requirements-runtime.txt \
+    && pip install -r /tmp/requirements-runtime.txt
 # The pyproject extras to install; empty means the variant's default: `gpu,torchscript` for the GPU image
 # (ONNX Runtime's CUDA provider and torch cu130 for RNNSERVE_BACKEND=torchscript, both on CUDA 13.0),
 # `cpu` for the CPU image (onnxruntime alone, no torch, no CUDA wheels). EXTRAS=gpu gives a lean GPU
-# image with ONNX Runtime only; `train` is for the train target.
+# image with ONNX Runtime only; `train` is for the train target. Those beyond the variant's own come here.
 ARG EXTRAS=""
-RUN python3 -m venv "$VIRTUAL_ENV"
-WORKDIR /src
-# Dependencies first, read from pyproject.toml alone, so that a change to the code reuses this layer.
-COPY pyproject.toml ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + [r for e in sys.argv[1].split(",") for r in p["optional-dependencies"][e]]))' \
-        "${EXTRAS:-$(if [ "$VARIANT" = gpu ]; then echo gpu,torchscript; else echo cpu; fi)}" > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print(*[r for e in sys.argv[1].split(",") if e not in ("", sys.argv[2]) for r in p["optional-dependencies"][e]], sep="\n")' \
+        "${EXTRAS:-$(if [ "$VARIANT" = gpu ]; then echo gpu,torchscript; else echo cpu; fi)}" "$VARIANT" \
+        > /tmp/requirements-extras.txt \
+    && if [ -s /tmp/requirements-extras.txt ]; then pip install -r /tmp/requirements-extras.txt; fi
 COPY README.md ./
 COPY service ./service
 COPY training ./training
-# A regular (not editable) install; `pip check` proves the dependency layer above was complete.
+# A regular (not editable) install; `pip check` proves the dependency layers above were complete.
 RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
     pip install --no-deps . \
     && pip check
 
 # ---- train: one-shot re-training and export into a mounted models/ (docker compose run --rm train) -------
-FROM base AS train
-COPY --from=build /opt/venv /opt/venv
+# The build stage as it is: its venv is the whole of the image, and copying it (torch and its CUDA wheels,
+# 6 GB) into a fresh stage would cost a minute of every cold build and save nothing.
+FROM build AS train
 # Built without the train extra, this image could not train: say so at build time, not at run time.
 RUN python -c "import torch, torchvision, onnx, onnxruntime" \
     || { echo "the train target needs --build-arg EXTRAS=gpu,train (or cpu,train)" >&2; exit 1; }

@@ -7,7 +7,7 @@ export RNNSERVE_DATA_DIR ?= $(abspath ../shared/data)
 # Torch's OpenMP threads spin-wait by default, which starves everything else on a shared machine.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help install install-dev serve loadtest bench soak load-tools browser-tools test lint typecheck train-digit train-forecast clean check-containers container-tools
+.PHONY: help install install-dev serve loadtest bench soak load-tools browser-tools test lint typecheck train-digit train-forecast clean check-containers container-tools rehearsal
 
 help:
 	@echo "make serve           run the service on the committed models (127.0.0.1:8000)"
@@ -17,7 +17,8 @@ help:
 	@echo "make soak            15 minutes at 70 % of capacity: errors, p99, memory, descriptors into reports/soak/"
 	@echo "make train-digit     train and export the digit LSTM into models/"
 	@echo "make train-forecast  train and export the series GRU into models/"
-	@echo "make check-containers  hadolint, docker-compose config for every profile, and the build-context test"
+	@echo "make check-containers  build, run and stop the CPU images for real (Docker engine started if needed)"
+	@echo "make rehearsal       2 replicas behind haproxy: rolling restart, SIGKILL, 1 vs 2 replicas (~1 min)"
 
 $(VENV)/.serve-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -72,11 +73,18 @@ typecheck: $(VENV)/.dev-installed
 test: lint typecheck container-tools load-tools browser-tools
 	$(PY) -m pytest -ra
 
-# The container images, checked without a Docker engine (none runs here or in CI): tests/test_container.py
-# runs hadolint (dev extra), validates docker-compose.yml for every profile with Debian's docker-compose,
-# and installs and serves the .dockerignore-filtered build context. Part of `make test` as well.
+# The container images, built and run for real (tests/test_container.py with scripts/containers.py): hadolint
+# and docker-compose config, then the CPU image built, served with `docker-compose --profile cpu up`,
+# checked and stopped, and the train-cpu image built and run for a dry run. A Docker engine is started for
+# the run when none answers, and a stand-in base image made once when no registry answers. Part of
+# `make test` as well.
 check-containers: container-tools $(VENV)/.dev-installed
-	$(PY) -m pytest -ra tests/test_container.py
+	$(PY) -m pytest -ra -s tests/test_container.py
+
+# The cluster rehearsed on one machine: two replicas behind haproxy under load, a rolling restart, a
+# SIGKILL, and 1 against 2 replicas (tests/test_rehearsal.py, about a minute). Part of `make test` as well.
+rehearsal: container-tools load-tools $(VENV)/.dev-installed
+	$(PY) -m pytest -ra -s tests/test_rehearsal.py
 
 # Debian's Chromium, which the browser tests drive through Playwright (no browser is downloaded).
 browser-tools:
@@ -85,11 +93,16 @@ browser-tools:
 	  echo "installing Debian's chromium (the browser tests drive it)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# Debian's Docker engine and Compose, debootstrap (the stand-in base image) and haproxy (the rehearsal).
+CONTAINER_PACKAGES := docker.io docker-compose debootstrap haproxy
 container-tools:
-	@command -v docker-compose >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" != 0 ]; then echo "docker-compose is missing: sudo apt-get install docker-compose" >&2; exit 1; fi; \
-	  echo "installing Debian's docker-compose (it validates compose files without a Docker engine)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; }
+	@missing="$$(for package in $(CONTAINER_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q 'ok installed' || echo $$package; done)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "missing: sudo apt-get install" $$missing >&2; exit 1; fi; \
+	  echo "installing Debian's" $$missing "(the container checks and the cluster rehearsal)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 train-digit: $(VENV)/.dev-installed
 	$(PY) -m training.digit --data-dir $(RNNSERVE_DATA_DIR) --out models

@@ -1,0 +1,321 @@
+"""A rehearsal of the cluster on one machine: what Kubernetes promises, tested with real processes.
+
+Two replicas of the service (`python -m service`, one worker each, like two one-CPU pods) on loopback
+behind Debian's haproxy, which health-checks `/health/ready` as a readiness probe would. Under steady
+load (8 keep-alive clients through haproxy, every outcome counted):
+
+- a rolling restart (SIGTERM one replica, wait for it to exit, start it again, wait until haproxy has it
+  UP, then the other) fails no request;
+- SIGKILL of one replica fails only the requests it held when it died (counted by the clients, and by
+  haproxy's counters for that replica), and haproxy marks it DOWN within what its check settings promise
+  (the time of the DOWN in haproxy's own log);
+- the throughput of 2 replicas against 1 is printed, with `hey` (no assert on speed).
+
+A restarted replica comes back on a new port, as a new pod gets a new address, and haproxy's runtime API
+is told the new address, as an endpoints update tells a Service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from serving import free_port, start_service
+
+pytestmark = pytest.mark.slow
+
+DRAIN_S = 2.0
+CHECK_INTER_S = 0.5
+CHECK_FALL = 1
+CHECK_TIMEOUT_S = 1.0
+CLIENTS = 8
+DIGIT = {"pixels": [[0] * 12 + [200] * 4 + [0] * 12] * 28}
+
+HAPROXY_CONFIG = """
+global
+    log stdout format rfc5424 local0 info
+    stats socket {socket} mode 600 level admin
+
+defaults
+    mode http
+    # Replicas going UP and DOWN, with haproxy's own time (RFC 5424), and any request that went wrong.
+    log global
+    option httplog
+    option dontlog-normal
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout check {check_timeout_ms}ms
+    # A refused connection (a replica gone, or no longer accepting after its drain) is retried on the
+    # other replica: that request never reached the first one, so nothing is done twice. A request a
+    # replica accepted is never replayed (no `empty-response`): a Kubernetes Service does not either.
+    retries 3
+    retry-on conn-failure
+    option redispatch 1
+
+frontend api
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    # The readiness probe: 200 once every model is loaded and warm; 503 while loading, and at once on
+    # SIGTERM for the replica's drain ({drain_s:g} s), which leaves the checks time to notice.
+    option httpchk GET /health/ready
+    http-check expect status 200
+    # Every {inter_ms} ms; one failure takes a replica out (`fall 1`: a refused connection or a 503 is no
+    # fluke), two successes put it back (`rise 2`: not on a replica that answers one check by chance).
+    default-server check inter {inter_ms}ms fall {fall} rise 2
+{servers}
+"""
+
+
+@dataclass
+class Replica:
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@dataclass
+class Cluster:
+    """haproxy in front of the replicas; its stats socket, its log, and the service's own processes."""
+
+    url: str
+    socket: Path
+    log: Path
+    logs_dir: Path
+    replicas: dict[str, Replica] = field(default_factory=dict)
+    restarts: int = 0
+
+    def command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as connection:
+            connection.connect(str(self.socket))
+            connection.sendall(line.encode() + b"\n")
+            return b"".join(iter(lambda: connection.recv(65536), b"")).decode()
+
+    def servers(self) -> dict[str, dict[str, str]]:
+        rows = csv.DictReader(self.command("show stat").lstrip("# ").splitlines())
+        return {
+            row["svname"]: row for row in rows if row["pxname"] == "replicas" and row["svname"] != "BACKEND"
+        }
+
+    def wait_for(self, server: str, status: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (now := self.servers()[server]["status"]) != status:
+            assert time.monotonic() < deadline, (
+                f"haproxy has {server} {now}, not {status}, after {timeout_s} s"
+            )
+            time.sleep(0.02)
+
+    def start(self, name: str) -> None:
+        """A new replica on a new port, and haproxy told its address; returns once haproxy has it UP."""
+        self.restarts += 1
+        log = self.logs_dir / f"{name}-{self.restarts}.log"
+        url, process = start_service(
+            Path(__file__).resolve().parent.parent / "models",
+            log,
+            drain_s=str(DRAIN_S),
+            workers="1",
+            log_level="WARNING",
+        )
+        self.replicas[name] = Replica(name, url, process)
+        port = url.rsplit(":", 1)[1]
+        answer = self.command(f"set server replicas/{name} addr 127.0.0.1 port {port}")
+        assert "changed" in answer, f"haproxy did not take {name}'s new address: {answer}"
+        self.wait_for(name, "UP")
+
+    def event_time(self, text: str, after: float) -> float:
+        """haproxy's own time (its RFC 5424 header) of the first log line after `after` holding `text`."""
+        for line in self.log.read_text().splitlines():
+            if line.startswith("<") and text in line:
+                logged_at = datetime.fromisoformat(line.split()[1]).timestamp()
+                if logged_at >= after:
+                    return logged_at
+        raise AssertionError(f"haproxy never logged {text!r}:\n{self.log.read_text()[-3000:]}")
+
+
+def _require(tool: str, package: str) -> str:
+    found = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/usr/bin")
+    if found is None:
+        pytest.fail(f"{tool} is missing: `make container-tools` installs it (apt-get install {package})")
+    return found
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    haproxy = _require("haproxy", "haproxy")
+    directory = tmp_path_factory.mktemp("cluster")
+    port = free_port()
+    config = directory / "haproxy.cfg"
+    # Both servers start without an address that answers; `start` gives each its replica's.
+    servers = "\n".join(f"    server {name} 127.0.0.1:{free_port()}" for name in ("r1", "r2"))
+    config.write_text(
+        HAPROXY_CONFIG.format(
+            socket=directory / "haproxy.sock",
+            port=port,
+            servers=servers,
+            inter_ms=int(CHECK_INTER_S * 1000),
+            fall=CHECK_FALL,
+            check_timeout_ms=int(CHECK_TIMEOUT_S * 1000),
+            drain_s=DRAIN_S,
+        )
+    )
+    log = directory / "haproxy.log"
+    with log.open("wb") as sink, (directory / "haproxy.stderr").open("wb") as errors:
+        balancer = subprocess.Popen([haproxy, "-db", "-f", str(config)], stdout=sink, stderr=errors)
+    running = Cluster(f"http://127.0.0.1:{port}", directory / "haproxy.sock", log, directory)
+    try:
+        deadline = time.monotonic() + 10
+        while not running.socket.exists():
+            assert balancer.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(running.start, ["r1", "r2"]))
+        yield running
+    finally:
+        for replica in running.replicas.values():
+            if replica.process.poll() is None:
+                replica.process.kill()
+                replica.process.wait()
+        balancer.terminate()
+        balancer.wait(timeout=10)
+
+
+class SteadyLoad:
+    """`CLIENTS` keep-alive clients posting digits through the load balancer until the block ends."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.outcomes: Counter[str] = Counter()
+        self.errors: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=asyncio.run, args=(self._run(),))
+
+    async def _client(self) -> None:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as client:
+            while not self._stop.is_set():
+                try:
+                    response = await client.post("/predict/digit", json=DIGIT)
+                    self.outcomes[str(response.status_code)] += 1
+                except httpx.TransportError as error:
+                    self.outcomes[type(error).__name__] += 1
+                    self.errors.append((time.time(), repr(error)))
+
+    async def _run(self) -> None:
+        await asyncio.gather(*(self._client() for _ in range(CLIENTS)))
+
+    def failures(self) -> int:
+        return sum(count for outcome, count in self.outcomes.items() if outcome != "200")
+
+    def __enter__(self) -> SteadyLoad:
+        self._thread.start()
+        time.sleep(1.0)  # steady before anything happens
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        time.sleep(1.0)  # and steady after
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+
+def hey_throughput(url: str, body: Path, seconds: int = 4) -> float:
+    """Requests per second through `url` at concurrency 16, all of which must be answered 200."""
+    hey = _require("hey", "hey")
+    command = [hey, "-z", f"{seconds}s", "-c", "16", "-m", "POST", "-T", "application/json", "-D", str(body)]
+    output = subprocess.run(
+        [*command, f"{url}/predict/digit"], capture_output=True, text=True, check=True
+    ).stdout
+    statuses = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", output))
+    assert set(statuses) == {"200"} and "Error distribution" not in output, output
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert rate is not None, output
+    return float(rate[1])
+
+
+def test_throughput_of_two_replicas_against_one(cluster: Cluster, tmp_path: Path) -> None:
+    body = tmp_path / "digit.json"
+    body.write_text(json.dumps(DIGIT))
+    rounds: dict[int, list[float]] = {1: [], 2: []}
+    for replicas in (2, 1, 2, 1):  # interleaved: the machine's other load hits both alike
+        if replicas == 1:
+            cluster.command("disable server replicas/r2")
+            cluster.wait_for("r2", "MAINT")
+        rounds[replicas].append(hey_throughput(cluster.url, body))
+        if replicas == 1:
+            cluster.command("enable server replicas/r2")
+            cluster.wait_for("r2", "UP")
+    print("\nreplicas (1 worker each) | requests/s, each 4 s round (hey -c 16) | mean")
+    for replicas, rates in rounds.items():
+        print(f"{replicas:>8} | {', '.join(f'{r:.0f}' for r in rates):>40} | {sum(rates) / len(rates):.0f}")
+    print(f"2 replicas / 1 replica: {sum(rounds[2]) / sum(rounds[1]):.2f}")
+
+
+def test_rolling_restart_fails_no_request(cluster: Cluster) -> None:
+    with SteadyLoad(cluster.url) as load:
+        for name in ("r1", "r2"):
+            stopping = cluster.replicas[name].process
+            stopping.send_signal(signal.SIGTERM)
+            sent = time.monotonic()
+            cluster.wait_for(name, "DOWN")
+            noticed = time.monotonic() - sent
+            assert stopping.wait(timeout=30) == 0, f"{name} did not exit 0 after SIGTERM"
+            exited = time.monotonic() - sent
+            cluster.start(name)
+            print(
+                f"\n{name}: DOWN in haproxy {noticed:.2f} s after SIGTERM, exited after {exited:.1f} s, "
+                f"back UP after {time.monotonic() - sent:.1f} s"
+            )
+    print(f"rolling restart under load: {dict(load.outcomes)}")
+    assert load.outcomes["200"] > 0
+    assert load.failures() == 0, dict(load.outcomes)
+
+
+def test_sigkill_fails_only_what_the_replica_held(cluster: Cluster) -> None:
+    victim = cluster.replicas["r1"].process
+    with SteadyLoad(cluster.url) as load:
+        before = cluster.servers()
+        killed_at = time.time()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        cluster.wait_for("r1", "DOWN")
+    after = cluster.servers()
+    down_at = cluster.event_time("Server replicas/r1 is DOWN", after=killed_at)
+
+    def counted(server: str, *counters: str) -> int:
+        return sum(int(after[server][c] or 0) - int(before[server][c] or 0) for c in counters)
+
+    # From haproxy's counters: what r1 held when it died is what it had in flight at the kill or was given
+    # after it (until its sockets closed with it), less what it still answered, less what was refused at
+    # connect and sent to r2 instead.
+    answered = counted("r1", *(f"hrsp_{kind}" for kind in ("1xx", "2xx", "3xx", "4xx", "5xx", "other")))
+    retried = counted("r1", "wretr", "wredis")
+    held = int(before["r1"]["scur"]) + counted("r1", "stot") - answered - retried
+    print(
+        f"\nSIGKILL under load: {dict(load.outcomes)}; r1 held {held} requests when it died, "
+        f"{retried} more were refused at connect and retried on r2; haproxy marked r1 DOWN "
+        f"{down_at - killed_at:.3f} s after the kill (checks every {CHECK_INTER_S} s, fall {CHECK_FALL}, "
+        f"timeout {CHECK_TIMEOUT_S} s); r1's error counters: "
+        f"{ {c: counted('r1', c) for c in ('eresp', 'srv_abrt', 'cli_abrt', 'econ')} }"
+    )
+    assert load.failures() == held, f"{load.failures()} requests failed, r1 held {held}: {load.errors}"
+    assert counted("r2", "eresp", "econ", "srv_abrt") == 0, "r2 failed requests too"
+    # The bound haproxy's settings promise (not a speed): the `fall`-th check after the kill, each one
+    # started within `inter` and failing within `timeout check` at the latest.
+    assert down_at - killed_at <= CHECK_FALL * CHECK_INTER_S + CHECK_TIMEOUT_S
