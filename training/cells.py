@@ -13,6 +13,7 @@ from typing import Final, Literal, cast, get_args
 import torch
 from torch import nn
 
+from training.harmonics import fit_line, relative_steps
 from training.networks import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
 
 CellType = Literal["rnn", "lstm", "gru"]
@@ -144,16 +145,7 @@ class CellForecaster(nn.Module):
         batch, length = series.shape
         # A masked least-squares line, time counted back from the newest value (0), is removed and
         # extrapolated; the recurrent layer reads the residual in units of its standard deviation.
-        steps = torch.arange(length, dtype=series.dtype, device=series.device) - (length - 1)
-        count = mask.sum(dim=1, keepdim=True)
-        t_mean = (mask * steps).sum(dim=1, keepdim=True) / count
-        y_mean = (mask * series).sum(dim=1, keepdim=True) / count
-        t_centred = (steps - t_mean) * mask
-        y_centred = (series - y_mean) * mask
-        slope = (t_centred * y_centred).sum(dim=1, keepdim=True) / (t_centred * t_centred).sum(
-            dim=1, keepdim=True
-        ).clamp_min(1e-12)
-        residual = (y_centred - slope * t_centred) * mask
+        y_mean, slope, t_mean, residual, count = fit_line(series, mask, relative_steps(length, series))
         scale = torch.sqrt((residual * residual).sum(dim=1, keepdim=True) / count).clamp_min(1e-6)
         features = torch.cat(
             [

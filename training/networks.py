@@ -89,16 +89,8 @@ class SeriesGRU(nn.Module):
     def forward(self, series: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch, length = series.shape
         # Time index relative to the newest value (0), so alignment does not depend on padding.
-        steps = torch.arange(length, dtype=series.dtype, device=series.device) - (length - 1)
-        count = mask.sum(dim=1, keepdim=True)
-        t_mean = (mask * steps).sum(dim=1, keepdim=True) / count
-        y_mean = (mask * series).sum(dim=1, keepdim=True) / count
-        t_centered = (steps - t_mean) * mask
-        y_centered = (series - y_mean) * mask
-        slope = (t_centered * y_centered).sum(dim=1, keepdim=True) / (t_centered * t_centered).sum(
-            dim=1, keepdim=True
-        ).clamp_min(1e-12)
-        residual = (y_centered - slope * t_centered) * mask
+        line = harmonics.fit_line(series, mask, harmonics.relative_steps(length, series))
+        y_mean, slope, t_mean, residual, count = line
         spread = torch.sqrt((residual * residual).sum(dim=1, keepdim=True) / count)
         # A series whose residual is below float32 resolution of its own magnitude (a constant or a
         # straight line) has nothing for the GRU to read: its forecast is the line itself. The floor
