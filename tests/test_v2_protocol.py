@@ -147,17 +147,18 @@ async def test_overload_and_missing_keys_answer_in_the_protocols_shape(
     images = mnist_test_set[0][:1].astype(np.float32)
     async with serve(
         max_batch_size=8, max_delay_ms=FOREVER_MS, max_queue_size=1, max_inputs_per_request=1
-    ) as (_, client):
+    ) as (app, client):
         waiting = asyncio.ensure_future(
             client.post("/v2/models/digit_lstm/infer", content=body(digit_tensor(images)))
         )
-        for _ in range(200):  # until the first request is queued
-            await asyncio.sleep(0.01)
-            refused = await client.post(
-                "/v2/models/digit_lstm/versions/1/infer", content=body(digit_tensor(images))
-            )
-            if refused.status_code == 429:
+        depth = {"model": "digit_lstm"}
+        for _ in range(3000):  # until the first request waits in the queue (at most 30 s)
+            if app.state.metrics.registry.get_sample_value("rnnserve_queue_depth", depth) == 1:
                 break
+            await asyncio.sleep(0.01)
+        refused = await client.post(
+            "/v2/models/digit_lstm/versions/1/infer", content=body(digit_tensor(images))
+        )
         assert refused.status_code == 429 and "Retry-After" in refused.headers
         assert set(refused.json()) == {"error"}
         waiting.cancel()

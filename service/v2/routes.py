@@ -8,8 +8,9 @@ core, the routes Triton's clients call for a model's configuration and the repos
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 from fastapi import APIRouter, Request
@@ -84,6 +85,21 @@ VERSIONED_INFER_OPERATION: dict[str, Any] = {
 }
 
 
+def protocol_errors(
+    endpoint: Callable[..., Awaitable[JSONBytesResponse]],
+) -> Callable[..., Awaitable[JSONBytesResponse]]:
+    """A GET endpoint whose `ServiceError`s are answered in the protocol's shape, not the service's."""
+
+    @functools.wraps(endpoint)
+    async def answer(*args: Any, **kwargs: Any) -> JSONBytesResponse:
+        try:
+            return await endpoint(*args, **kwargs)
+        except ServiceError as exc:
+            return v2_error(exc)
+
+    return answer
+
+
 class InferTensors(DirectRoute):
     path = "/v2/models/{model_name}/infer"
     pattern = re.compile(r"/v2/models/(?P<model_name>[^/]+)(?:/versions/(?P<model_version>[^/]+))?/infer")
@@ -106,7 +122,7 @@ class InferTensors(DirectRoute):
             timeout_s = min(timeout_s or request.timeout_s, request.timeout_s)
         chosen = chosen_outputs(signature, request.outputs, request.binary_output)
         outputs = await unless_disconnected(receive, signature.infer(model, arrays, timeout_s))
-        tensors = [(Tensor(spec, "FP32", outputs[spec]), binary) for spec, binary in chosen]
+        tensors = [(Tensor(name, "FP32", outputs[name]), binary) for name, binary in chosen]
         return encode_infer_response(model.name, model.version, request.id, tensors)
 
     async def respond(self, send: Send, content: Any) -> None:
@@ -158,13 +174,11 @@ async def server_ready(registry: RegistryDep, request: Request) -> JSONBytesResp
     return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
+@protocol_errors
 async def model_metadata(
     registry: RegistryDep, settings: SettingsDep, model_name: str, model_version: str | None = None
 ) -> JSONBytesResponse:
-    try:
-        model = served(registry, model_name, model_version)
-    except ServiceError as exc:
-        return v2_error(exc)
+    model = served(registry, model_name, model_version)
     signature = signature_for(model)
     return JSONBytesResponse({
         "name": model.name,
@@ -175,27 +189,23 @@ async def model_metadata(
     })  # fmt: skip
 
 
+@protocol_errors
 async def model_ready(
     registry: RegistryDep, model_name: str, model_version: str | None = None
 ) -> JSONBytesResponse:
-    try:
-        model = served(registry, model_name, model_version)
-    except ServiceError as exc:
-        return v2_error(exc)
+    model = served(registry, model_name, model_version)
     state = (await registry.readiness()).get(model.name, "unknown")
     ready = state == "ready"
     body: dict[str, Any] = {"name": model.name, "ready": ready} | ({} if ready else {"error": state})
     return JSONBytesResponse(body, status_code=200 if ready else 503)
 
 
+@protocol_errors
 async def model_config(
     registry: RegistryDep, settings: SettingsDep, model_name: str, model_version: str | None = None
 ) -> JSONBytesResponse:
     """The model's configuration as Triton describes it (dimensions without the batch dimension)."""
-    try:
-        model = served(registry, model_name, model_version)
-    except ServiceError as exc:
-        return v2_error(exc)
+    model = served(registry, model_name, model_version)
     signature = signature_for(model)
 
     def tensors(specs: Any) -> list[dict[str, Any]]:
