@@ -52,7 +52,7 @@ loadtest: $(VENV)/.dev-installed
 bench: load-tools $(VENV)/.bench-installed
 	$(PY) scripts/bench.py --out reports/bench $(BENCH_ARGS)
 
-# The README's soak run; `make test` runs a one-minute version (tests/test_soak.py).
+# The README's soak run; `make test` runs a one-minute version (tests/process/test_soak.py).
 soak: load-tools $(VENV)/.serve-installed
 	$(PY) scripts/soak.py --seconds 900 --out reports/soak/soak.md
 
@@ -73,18 +73,18 @@ typecheck: $(VENV)/.dev-installed
 test: lint typecheck container-tools load-tools browser-tools
 	$(PY) -m pytest -ra
 
-# The container images, built and run for real (tests/test_container.py with scripts/containers.py): hadolint
+# The container images, built and run for real (tests/system/test_container.py with scripts/containers.py): hadolint
 # and docker-compose config, then the CPU image built, served with `docker-compose --profile cpu up`,
 # checked and stopped, and the train-cpu image built and run for a dry run. A Docker engine is started for
 # the run when none answers, and a stand-in base image made once when no registry answers. Part of
 # `make test` as well.
 check-containers: container-tools $(VENV)/.dev-installed
-	$(PY) -m pytest -ra -s tests/test_container.py
+	$(PY) -m pytest -ra -s tests/system/test_container.py
 
 # The cluster rehearsed on one machine: two replicas behind haproxy under load, a rolling restart, a
-# SIGKILL, and 1 against 2 replicas (tests/test_rehearsal.py, about a minute). Part of `make test` as well.
+# SIGKILL, and 1 against 2 replicas (tests/system/test_rehearsal.py, about a minute). Part of `make test` as well.
 rehearsal: container-tools load-tools $(VENV)/.dev-installed
-	$(PY) -m pytest -ra -s tests/test_rehearsal.py
+	$(PY) -m pytest -ra -s tests/system/test_rehearsal.py
 
 # Debian's Chromium, which the browser tests drive through Playwright (no browser is downloaded).
 browser-tools:

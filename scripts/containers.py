@@ -2,7 +2,7 @@
 
     python scripts/containers.py build api-cpu train-cpu   # the images of these compose services
 
-tests/test_container.py (`make check-containers`) builds, runs and stops the images with these parts:
+tests/system/test_container.py (`make check-containers`) builds, runs and stops the images with these parts:
 
 - `DockerEngine`: the Docker engine that answers, or Debian's `dockerd` started here; one started here is
   stopped at the end, and exactly what it added is removed again (its iptables rules, the FORWARD
@@ -43,7 +43,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rnnserve"
-# The CPU image's base (Dockerfile, stage base-cpu); tests/test_container.py checks that they agree.
+# The CPU image's base (Dockerfile, stage base-cpu); tests/system/test_container.py checks that they agree.
 CPU_BASE_IMAGE = "python:3.12-slim-bookworm"
 # Where Debian keeps the CA bundle: in the stand-in (a copy of the host's) and in python:*-slim images.
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -30,7 +30,7 @@ def test_defaults() -> None:
 
 
 def test_the_default_model_directory_is_the_checkouts() -> None:
-    assert default_model_dir() == Path(__file__).resolve().parent.parent / "models"
+    assert default_model_dir() == Path(__file__).resolve().parents[2] / "models"
     assert Settings().model_dir == default_model_dir()
 
 

@@ -21,7 +21,7 @@ from service.config import Settings
 from service.logs import JsonFormatter, configure_logging
 from service.repository import model_names
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 if TYPE_CHECKING:
     from conftest import ServeApp

@@ -129,7 +129,7 @@ class Cluster:
         self.restarts += 1
         log = self.logs_dir / f"{name}-{self.restarts}.log"
         url, process = start_service(
-            Path(__file__).resolve().parent.parent / "models",
+            Path(__file__).resolve().parents[2] / "models",
             log,
             drain_s=str(DRAIN_S),
             workers="1",

@@ -260,7 +260,7 @@ async def test_the_default_body_limit_is_8_mib(serve: ServeApp) -> None:
 
 async def test_a_full_queue_is_a_429_and_a_shutdown_answers_the_waiting_with_503(serve: ServeApp) -> None:
     # Only the default models: a request is refused before its body is read when no model of its task
-    # has room (tests/test_service_variants.py covers a full default beside free variants).
+    # has room (tests/app/test_service_variants.py covers a full default beside free variants).
     async with serve(
         max_batch_size=16, max_delay_ms=FOREVER_MS, max_queue_size=2, max_inputs_per_request=2, models=""
     ) as (app, client):

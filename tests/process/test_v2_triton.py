@@ -17,7 +17,7 @@ from tritonclient.utils import InferenceServerException
 
 from service.repository import model_names
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 
 def newest_version(name: str) -> str:

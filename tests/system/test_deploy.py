@@ -40,7 +40,7 @@ from service.config import Settings
 from service.drain import ARRIVAL_GRACE_S
 from service.server import ENGINE_STOP_MARGIN_S
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 VARIANTS = {
     "base": (DEPLOY / "base",),
