@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from service.config import BatchSettings
 from service.errors import InferenceFailed, ModelNotReady, Overloaded, QueueTimeout, ShuttingDown
 from service.metrics import BatcherMetrics
 
@@ -53,16 +54,6 @@ class QueuedRequest(Generic[InputT, OutputT]):
         return len(self.inputs) - self.taken
 
 
-@dataclass(frozen=True)
-class BatchPolicy:
-    max_batch_size: int
-    max_delay_s: float
-    max_queue_size: int
-    queue_timeout_s: float
-    failures_before_unready: int = 5
-    probe_interval_s: float = 5.0
-
-
 # A slice of one request that goes into a model call: (request, first input, end).
 Part = tuple[QueuedRequest[InputT, OutputT], int, int]
 
@@ -74,7 +65,7 @@ class Batcher(Generic[InputT, OutputT]):
         self,
         name: str,
         run_batch: Callable[[list[InputT]], Sequence[OutputT]],
-        policy: BatchPolicy,
+        policy: BatchSettings,
         metrics: BatcherMetrics,
         probe: Callable[[], object] | None = None,
     ) -> None:
@@ -209,9 +200,9 @@ class Batcher(Generic[InputT, OutputT]):
 
     async def _waited_for_more(self) -> bool:
         """With a max_delay, wait (once) until the batch is full or its oldest input's delay is over."""
-        if self.policy.max_delay_s <= 0 or self._depth >= self.policy.max_batch_size:
+        if self.policy.max_delay_ms / 1000 <= 0 or self._depth >= self.policy.max_batch_size:
             return False
-        remaining = self._queue[0].queued_at + self.policy.max_delay_s - time.monotonic()
+        remaining = self._queue[0].queued_at + self.policy.max_delay_ms / 1000 - time.monotonic()
         if remaining <= 0:
             return False
         self._arrived.clear()

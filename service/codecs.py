@@ -10,6 +10,7 @@ skip JSON altogether. Pure functions: bytes in, arrays out, no I/O.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -18,30 +19,28 @@ from pydantic_core import PydanticCustomError
 
 from service.errors import InvalidInput, UnsupportedMediaType
 from service.schemas import (
-    IMAGE_SIDE,
     DigitRequest,
-    ForecastInput,
     ForecastRequest,
-    check_levels,
+    ModelRules,
+    as_input,
+    levels,
     parse_body,
-    pixel_problem,
     pixels,
     series,
 )
+from service.tasks.base import check
+from service.tasks.digits import DigitClassifier
+from service.tasks.forecasts import Forecaster, SeriesInput
 
-PIXELS_PER_IMAGE = IMAGE_SIDE * IMAGE_SIDE
 MAX_MODEL_NAME = 200
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/bmp")
 OCTET_STREAM = "application/octet-stream"
 MULTIPART = "multipart/form-data"
 
-SERIES_FIELDS = {"series", "horizon", "levels"}
-REQUIRED_SERIES_FIELDS = {"series", "horizon"}
-
 T = TypeVar("T")
 
 DigitItem = np.ndarray | str
-"""One digit input: 28×28 float32 pixels, or the base64 text of an image file still to decode."""
+"""One digit input: side×side float32 pixels, or the base64 text of an image file still to decode."""
 
 
 class _NotCommon(Exception):
@@ -61,91 +60,109 @@ def check_digit_media_type(kind: str) -> None:
         )
 
 
-def pixels_from_octets(body: bytes) -> np.ndarray:
-    """n×784 uint8 pixels (row-major, white on black) as (n, 28, 28) float32."""
-    if not body or len(body) % PIXELS_PER_IMAGE:
+def pixels_from_octets(body: bytes, model: DigitClassifier) -> np.ndarray:
+    """n×side² uint8 pixels (row-major, white on black) as (n, side, side) float32."""
+    size = model.side * model.side
+    if not body or len(body) % size:
         raise InvalidInput(
-            f"the {OCTET_STREAM} body has {len(body):,} bytes: send n×{PIXELS_PER_IMAGE} bytes, each image "
-            "28×28 uint8 pixels, row-major, white digit on black"
+            f"the {OCTET_STREAM} body has {len(body):,} bytes: send n×{size} bytes, each image "
+            f"{model.side}×{model.side} uint8 pixels, row-major, white digit on black"
         )
-    raw = np.frombuffer(body, dtype=np.uint8).reshape(-1, PIXELS_PER_IMAGE)
-    lows, highs = raw.min(axis=1), raw.max(axis=1)
-    errors = [
-        {"loc": f"images[{index}]", "msg": problem}
-        for index in np.flatnonzero((lows == highs) | (highs <= 1))
-        if (problem := pixel_problem(float(lows[index]), float(highs[index])))
-    ]
-    if errors:
-        raise InvalidInput.listing(errors)
-    return raw.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
+    images = np.frombuffer(body, dtype=np.uint8).reshape(-1, model.side, model.side)
+    check(model.image_problems(images, "images"), lambda p: f"images[{p.item}]")
+    return images.astype(np.float32)
 
 
-Decoded = tuple[list[T], bool, str | None]
-"""A body's entries, whether it asked for a list of answers (`inputs`), and the model it names."""
+@dataclass(frozen=True)
+class JsonBody:
+    """A request body and, when it is valid JSON, what orjson read from it."""
+
+    raw: bytes
+    data: Any = None
+    valid: bool = False
+
+    @classmethod
+    def read(cls, raw: bytes) -> JsonBody:
+        try:
+            return cls(raw, orjson.loads(raw), True)
+        except orjson.JSONDecodeError:
+            return cls(raw)
+
+    def model_name(self) -> str | None:
+        """The `"model"` the body names, if it names one well; a bad one is left to the validation."""
+        name = self.data.get("model") if isinstance(self.data, dict) else None
+        return name if type(name) is str and 1 <= len(name) <= MAX_MODEL_NAME else None
 
 
-def _common_items(body: bytes, item: Callable[[Any], T]) -> Decoded[T] | None:
+Decoded = tuple[list[T], bool]
+"""A body's entries, and whether it asked for a list of answers (`inputs`)."""
+
+
+def _common_items(body: JsonBody, item: Callable[[Any], T]) -> Decoded[T] | None:
     """The fast path: the entries of a body of the common shapes (one entry, or `inputs`, and maybe a
-    `model`), each read by `item`; None when pydantic must judge it."""
+    `model`), each read by `item`; None when pydantic must judge it (and list every problem)."""
+    data = body.data
+    if not body.valid or not isinstance(data, dict):
+        return None
+    if "model" in data:
+        if body.model_name() is None:
+            return None
+        data = {key: value for key, value in data.items() if key != "model"}
     try:
-        data = orjson.loads(body)
-        model = None
-        if isinstance(data, dict) and "model" in data:
-            model = data.pop("model")
-            if type(model) is not str or not 1 <= len(model) <= MAX_MODEL_NAME:
-                return None
-        if isinstance(data, dict) and "inputs" in data:
+        if "inputs" in data:
             if len(data) != 1 or not isinstance(data["inputs"], list) or not data["inputs"]:
                 return None
-            return [item(entry) for entry in data["inputs"]], True, model
-        return [item(data)], False, model
-    except (orjson.JSONDecodeError, _NotCommon, PydanticCustomError):
+            return [item(entry) for entry in data["inputs"]], True
+        return [item(data)], False
+    except (_NotCommon, PydanticCustomError):
         return None
 
 
-def digit_items_from_json(body: bytes) -> Decoded[DigitItem]:
-    """The images of a JSON body, whether it asked for a list of answers, and the model it names."""
-    common = _common_items(body, _digit_item)
+def digit_items_from_json(body: JsonBody, model: DigitClassifier) -> Decoded[DigitItem]:
+    """The images of a JSON body, checked by `model`'s rules, and whether it asked for a list."""
+
+    def item(data: Any) -> DigitItem:
+        if not isinstance(data, dict) or len(data) != 1:
+            raise _NotCommon
+        if "pixels" in data:
+            return pixels(data["pixels"], context)
+        if isinstance(data.get("image"), str):
+            return str(data["image"])
+        raise _NotCommon
+
+    context = ModelRules(model)
+    common = _common_items(body, item)
     if common is not None:
         return common
-    request = parse_body(DigitRequest, body)  # raises the contract's errors
+    request = parse_body(DigitRequest, body.raw, model)  # raises the contract's errors
     items: list[DigitItem] = []
     for entry in request.items():
         items.append(entry.pixels if entry.pixels is not None else str(entry.image))
-    return items, request.inputs is not None, request.model
+    return items, request.inputs is not None
 
 
-def _digit_item(data: Any) -> DigitItem:
-    if not isinstance(data, dict) or len(data) != 1:
-        raise _NotCommon
-    if "pixels" in data:
-        return pixels(data["pixels"])
-    if isinstance(data.get("image"), str):
-        return str(data["image"])
-    raise _NotCommon
+def forecast_items_from_json(body: JsonBody, model: Forecaster, sent_as: str = "") -> Decoded[SeriesInput]:
+    """The series of a JSON body, checked by `model`'s rules, and whether it asked for a list;
+    `sent_as`, the body's content type, is named if the body is not JSON."""
 
+    def item(data: Any) -> SeriesInput:
+        if not isinstance(data, dict) or not {"series", "horizon"} <= data.keys() <= SERIES_FIELDS:
+            raise _NotCommon
+        horizon, given = data["horizon"], data.get("levels")
+        if type(horizon) is not int or model.horizon_problem(horizon):
+            raise _NotCommon
+        if given is not None:
+            if not isinstance(given, list) or not all(type(v) in (int, float) for v in given):
+                raise _NotCommon
+            given = levels([float(v) for v in given])
+        return as_input(series(data["series"], context), horizon, given)
 
-def forecast_items_from_json(body: bytes) -> Decoded[ForecastInput]:
-    """The series of a JSON body, whether it asked for a list of answers, and the model it names."""
-    common = _common_items(body, _forecast_item)
+    context = ModelRules(model)
+    common = _common_items(body, item)
     if common is not None:
         return common
-    request = parse_body(ForecastRequest, body)  # raises the contract's errors
-    return request.items(), request.inputs is not None, request.model
+    request = parse_body(ForecastRequest, body.raw, model, sent_as)  # raises the contract's errors
+    return request.items(), request.inputs is not None
 
 
-def _forecast_item(data: Any) -> ForecastInput:
-    if not isinstance(data, dict) or not {"series", "horizon"} <= data.keys() <= {
-        "series",
-        "horizon",
-        "levels",
-    }:
-        raise _NotCommon
-    horizon, levels = data["horizon"], data.get("levels")
-    if type(horizon) is not int:
-        raise _NotCommon
-    if levels is not None:
-        if not isinstance(levels, list) or not all(type(v) in (int, float) for v in levels):
-            raise _NotCommon
-        levels = check_levels([float(v) for v in levels])
-    return ForecastInput.model_construct(series=series(data["series"]), horizon=horizon, levels=levels)
+SERIES_FIELDS = {"series", "horizon", "levels"}

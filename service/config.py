@@ -36,7 +36,7 @@ class BatchingOverride(BaseModel):
 
 @dataclass(frozen=True)
 class BatchSettings:
-    """The batching settings in force for one model."""
+    """The batching settings in force for one model: what its `Batcher` follows."""
 
     max_batch_size: int
     max_delay_ms: float

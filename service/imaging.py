@@ -21,6 +21,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import InvalidInput
 
+
+def bad_image(message: str) -> InvalidInput:
+    """An image that cannot be read, as a problem of the field `image`."""
+    return InvalidInput.listing([{"loc": "image", "msg": message}])
+
+
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
 MAX_PIXELS = 50_000_000
 """Larger images are refused before they are decoded (a tiny file can hold a huge image)."""
@@ -38,21 +44,21 @@ def decode_base64(text: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput(
-            "image: not valid base64; send the file's bytes base64-encoded (e.g. `base64 -w0 digit.png`)"
+        raise bad_image(
+            "not valid base64; send the file's bytes base64-encoded (e.g. `base64 -w0 digit.png`)"
         ) from None
 
 
 def open_image(data: bytes) -> Image.Image:
     """Decode a PNG, JPEG, BMP or WebP file (its first frame), upright as EXIF says."""
     if not data:
-        raise InvalidInput("image: empty; send the bytes of a PNG, JPEG, BMP or WebP file")
+        raise bad_image("empty; send the bytes of a PNG, JPEG, BMP or WebP file")
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = image.size
         if width * height > MAX_PIXELS:
-            raise InvalidInput(
-                f"image: {width}×{height} pixels, more than the {MAX_PIXELS:,} this service decodes: "
+            raise bad_image(
+                f"{width}×{height} pixels, more than the {MAX_PIXELS:,} this service decodes: "
                 "send a smaller image (a digit needs only a few hundred pixels a side)"
             )
         image.load()
@@ -60,11 +66,11 @@ def open_image(data: bytes) -> Image.Image:
     except InvalidInput:
         raise
     except UnidentifiedImageError:
-        raise InvalidInput(
-            "image: not a PNG, JPEG, BMP or WebP file that can be decoded; send one of those formats"
+        raise bad_image(
+            "not a PNG, JPEG, BMP or WebP file that can be decoded; send one of those formats"
         ) from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InvalidInput(f"image: could not be decoded ({exc}); the file is damaged or truncated") from None
+        raise bad_image(f"could not be decoded ({exc}); the file is damaged or truncated") from None
 
 
 def to_grey(image: Image.Image) -> np.ndarray:
@@ -105,8 +111,8 @@ def mnist_style(grey: np.ndarray) -> np.ndarray:
     ink[ink < 0] = 0
     peak = float(ink.max())
     if peak < 8.0:
-        raise InvalidInput(
-            "image: holds no digit (it is blank or has too little contrast); send a dark digit on a "
+        raise bad_image(
+            "holds no digit (it is blank or has too little contrast); send a dark digit on a "
             "light background or a light digit on a dark one"
         )
     ink *= 255.0 / peak

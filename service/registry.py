@@ -8,29 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from service.config import Settings
-from service.digits import DigitClassifier
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServiceError, ShuttingDown
-from service.forecasting import Forecaster
 from service.metrics import ServiceMetrics
 from service.repository import ModelArtifact, ModelLoadError, locate, model_names
 from service.runtimes import load_runtime
-from service.served import ServedModel
+from service.tasks import TASKS, Task
+from service.tasks.base import ServedModel
+from service.tasks.digits import DigitClassifier
+from service.tasks.forecasts import Forecaster
 
-ModelKind = type[DigitClassifier] | type[Forecaster]
+Model = TypeVar("Model", bound=ServedModel[Any, Any])
 
 logger = logging.getLogger(__name__)
 
 
-KINDS: dict[str, ModelKind] = {DigitClassifier.task: DigitClassifier, Forecaster.task: Forecaster}
-
-
-def model_kinds(settings: Settings) -> list[tuple[ModelKind | None, str]]:
+def model_kinds(settings: Settings) -> list[tuple[Task | None, str]]:
     """What the service serves: the two default models with the class of their task, then the other
     models (RNNSERVE_MODELS), whose task their metadata names (None until it is read)."""
-    defaults: list[tuple[ModelKind | None, str]] = [
+    defaults: list[tuple[Task | None, str]] = [
         (DigitClassifier, settings.digit_model),
         (Forecaster, settings.forecast_model),
     ]
@@ -43,17 +41,15 @@ class Registry(Protocol):
     `ModelRegistry` runs the models in this process; `service.engine.client.RemoteRegistry` is the
     front for models that run in the model engine."""
 
-    def digit_classifier(self, name: str | None = None) -> DigitClassifier: ...
+    def for_task(self, kind: type[Model], name: str | None) -> Model: ...
 
-    def forecaster(self, name: str | None = None) -> Forecaster: ...
-
-    def admit(self, kind: ModelKind) -> None: ...
+    def admit(self, kind: Task) -> None: ...
 
     def names(self) -> list[str]: ...
 
-    def lookup(self, name: str) -> ServedModel[Any, Any]: ...
+    def loaded(self, name: str) -> ServedModel[Any, Any]: ...
 
-    def model(self, name: str) -> ServedModel[Any, Any]: ...
+    def ready(self, name: str) -> ServedModel[Any, Any]: ...
 
     async def readiness(self) -> dict[str, str]: ...
 
@@ -62,15 +58,15 @@ class Registry(Protocol):
     async def close(self) -> None: ...
 
 
-def locate_for(kind: ModelKind | None, name: str, settings: Settings) -> tuple[ModelKind, ModelArtifact]:
+def locate_for(kind: Task | None, name: str, settings: Settings) -> tuple[Task, ModelArtifact]:
     """The class of model `name`'s task and its verified artifact; with `kind`, the task must be that
     class's. Blocking; raises `ModelLoadError`."""
     artifact = locate(settings.model_dir, name, settings.backend, settings.model_versions.get(name))
-    actual = KINDS.get(artifact.task)
+    actual = TASKS.get(artifact.task)
     if actual is None:
         raise ModelLoadError(
             f"{artifact.directory / 'metadata.json'}: task is {artifact.task!r}, which this service does not "
-            f"serve; the tasks are {', '.join(KINDS)}"
+            f"serve; the tasks are {', '.join(TASKS)}"
         )
     if kind is not None and actual is not kind:
         raise ModelLoadError(
@@ -98,7 +94,7 @@ class ServedModels:
         self._models[model.name] = model
         self._tasks[model.name] = model.task
 
-    def lookup(self, name: str) -> ServedModel[Any, Any]:
+    def loaded(self, name: str) -> ServedModel[Any, Any]:
         """Model `name` as loaded, ready or not: `NotFound` (404) if the service does not serve it,
         `ModelNotReady` (503) if it could not be loaded."""
         model = self._models.get(name)
@@ -108,52 +104,47 @@ class ServedModels:
             raise NotFound(f"model {name!r} is not served here; the models are {', '.join(self.names())}")
         raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
 
-    def model(self, name: str) -> ServedModel[Any, Any]:
+    def ready(self, name: str) -> ServedModel[Any, Any]:
         """Model `name`, if it takes inputs; else a `ServiceError` (404, 503) saying why."""
-        return self.lookup(name)
+        return self.loaded(name)
 
-    def choices(self, kind: ModelKind) -> list[str]:
+    def choices(self, kind: Task) -> list[str]:
         """The models of `kind`'s task, the default first."""
         return [name for name in self.names() if self._tasks.get(name) == kind.task]
 
-    def for_task(self, kind: ModelKind, name: str | None) -> ServedModel[Any, Any]:
-        """Model `name` (the task's default when None), which must be of `kind`'s task: else 422
-        listing the choices."""
+    def for_task(self, kind: type[Model], name: str | None) -> Model:
+        """Model `name` (the task's default when None), ready to take inputs, which must be of `kind`'s
+        task: else 422 listing the choices."""
         if name is None:
-            return self.model(self.choices(kind)[0])
+            return self._of(kind, self.ready(self.choices(kind)[0]))
         if self._tasks.get(name) != kind.task:
             raise InvalidInput.listing([{
                 "loc": "model",
                 "msg": f"{name!r} is not a {kind.task} model served here; choose one of "
                 f"{', '.join(self.choices(kind))} (GET /models lists them)",
             }])  # fmt: skip
-        return self.model(name)
+        return self._of(kind, self.ready(name))
 
-    def admit(self, kind: ModelKind) -> None:
+    @staticmethod
+    def _of(kind: type[Model], model: ServedModel[Any, Any]) -> Model:
+        assert isinstance(model, kind)  # locate_for checked the task
+        return model
+
+    def admit(self, kind: Task) -> None:
         """Before a request's body is read: refuse it (as its task's default model would) only if no
         model of the task could take it now. Once the body names its model, that model's queue decides."""
         refusals = []
         for name in self.choices(kind):
             try:
-                self.model(name).queue.admit()
+                self.ready(name).queue.admit()
                 return
             except ServiceError as exc:
                 refusals.append(exc)
         raise refusals[0]
 
-    def digit_classifier(self, name: str | None = None) -> DigitClassifier:
-        model = self.for_task(DigitClassifier, name)
-        assert isinstance(model, DigitClassifier)  # locate_for checked the task
-        return model
-
-    def forecaster(self, name: str | None = None) -> Forecaster:
-        model = self.for_task(Forecaster, name)
-        assert isinstance(model, Forecaster)
-        return model
-
 
 def load_model(
-    kind: ModelKind | None, name: str, settings: Settings, metrics: ServiceMetrics
+    kind: Task | None, name: str, settings: Settings, metrics: ServiceMetrics
 ) -> ServedModel[Any, Any]:
     """Locate, verify, open and warm up model `name`; blocking. Raises `ModelLoadError`."""
     kind, artifact = locate_for(kind, name, settings)
@@ -185,7 +176,7 @@ class ModelRegistry(ServedModels):
             await registry._load(kind, name)
         return registry
 
-    async def _load(self, kind: ModelKind | None, name: str) -> None:
+    async def _load(self, kind: Task | None, name: str) -> None:
         self._metrics.model_ready.labels(name).set(0)
         try:
             model = await asyncio.to_thread(load_model, kind, name, self._settings, self._metrics)
@@ -209,9 +200,9 @@ class ModelRegistry(ServedModels):
             runtime.device, runtime.provider,
         )  # fmt: skip
 
-    def model(self, name: str) -> ServedModel[Any, Any]:
+    def ready(self, name: str) -> ServedModel[Any, Any]:
         """Model `name`, if it takes inputs; else `ModelNotReady` or `ShuttingDown` saying why."""
-        model = super().model(name)
+        model = super().ready(name)
         if not model.batcher.serving:
             raise ShuttingDown(f"model {name} takes no new inputs: the service is shutting down")
         if model.batcher.problem is not None:
@@ -223,7 +214,7 @@ class ModelRegistry(ServedModels):
         states = {}
         for name in self.names():
             try:
-                self.model(name)
+                self.ready(name)
                 states[name] = "ready"
             except ServiceError as exc:
                 states[name] = exc.message

@@ -1,43 +1,59 @@
-"""The JSON contract: request bodies (validated into numpy arrays) and answers (for the API docs).
+"""The REST JSON contract: request bodies, validated into numpy arrays, and answers (for the API docs).
 
-Field names are fixed: clients rely on them. A body that does not validate becomes `InvalidInput`
-(422) whose message names each field at fault and says what it should hold.
+Field names are fixed: clients rely on them. The shapes of the bodies are this module's; the rules for
+the values (pixels, series, horizons, levels) are the tasks' (`service.tasks`), which the validators
+call with the model that will answer, given as the validation context. A body that does not validate
+becomes `InvalidInput` (422) whose message names each field at fault and says what it should hold.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol, TypeVar
 
 import numpy as np
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     PlainValidator,
     Strict,
-    TypeAdapter,
     ValidationError,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from service.errors import InvalidInput
+from service.tasks.base import ServedModel
+from service.tasks.digits import DigitClassifier
+from service.tasks.forecasts import Forecaster, SeriesInput, levels_problem
 
-IMAGE_SIDE = 28
-DEFAULT_LEVELS = (80.0, 95.0)
-MAX_LEVELS = 10
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+Task = TypeVar("Task", bound=ServedModel[Any, Any])
 
 
 def _invalid(message: str) -> PydanticCustomError:
     return PydanticCustomError("invalid_value", "{message}", {"message": message})
 
 
-def _number_array(value: Any) -> np.ndarray:
-    """A JSON list (of lists) of finite numbers as an integer or float array, or a clear error."""
+JSON_TYPES = {type(None): "null", bool: "a boolean", str: "a string", dict: "an object", list: "a list"}
+
+
+def _first_non_number(value: list[Any]) -> str:
+    """Where the first entry that is not a number stands in a list (of lists), and what it is."""
+    for index, entry in enumerate(value):
+        if isinstance(entry, list):
+            for column, inner in enumerate(entry):
+                if type(inner) not in (int, float):
+                    return f"{JSON_TYPES.get(type(inner), type(inner).__name__)} at [{index}][{column}]"
+        elif type(entry) not in (int, float):
+            return f"{JSON_TYPES.get(type(entry), type(entry).__name__)} at [{index}]"
+    return "a value that is not a number"
+
+
+def number_array(value: Any) -> np.ndarray:
+    """A JSON list (of lists) of numbers as an integer or float array, or a clear error."""
     if not isinstance(value, list):
         raise _invalid(f"must be a JSON list of numbers, not {type(value).__name__}")
     try:
@@ -45,53 +61,72 @@ def _number_array(value: Any) -> np.ndarray:
     except (ValueError, OverflowError):
         raise _invalid("must be a list of numbers, or of equally long rows of numbers") from None
     if array.size and array.dtype.kind not in "iuf":
-        raise _invalid("must hold numbers only: no strings, booleans, nulls or objects")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise _invalid("must hold finite numbers: found NaN or infinity")
+        raise _invalid(
+            "must hold numbers only: no strings, booleans, nulls or objects; "
+            f"found {_first_non_number(value)}"
+        )
     return array
 
 
-def pixels(value: Any) -> np.ndarray:
-    """28×28 float32 raw pixel values from a JSON list of 28 rows of 28 numbers, or of 784 numbers."""
-    array = _number_array(value)
-    if array.shape not in ((IMAGE_SIDE, IMAGE_SIDE), (IMAGE_SIDE * IMAGE_SIDE,)):
-        got = f"{len(array)} numbers" if array.ndim == 1 else f"an array of shape {array.shape}"
-        raise _invalid(f"must be 28 rows of 28 numbers, or 784 numbers; got {got}")
-    low, high = float(array.min()), float(array.max())
-    if low < 0 or high > 255:
-        raise _invalid(
-            f"values must lie in 0–255 (raw values, white digit on black as in MNIST; not "
-            f"normalised); found values from {low:g} to {high:g}"
-        )
-    problem = pixel_problem(low, high)
+class HasContext(Protocol):
+    """pydantic's `ValidationInfo`, as far as the validators below read it."""
+
+    @property
+    def context(self) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ModelRules:
+    """Stands in for `ValidationInfo` when the fast path (`service.codecs`) calls a validator itself."""
+
+    model: ServedModel[Any, Any]
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return {"model": self.model}
+
+
+def _model(info: HasContext, task: type[Task]) -> Task:
+    """The model whose rules judge the values: the validation context names it."""
+    model = (info.context or {}).get("model")
+    if not isinstance(model, task):
+        raise TypeError(f"validating a {task.task} request needs its model in the context")
+    return model
+
+
+def pixels(value: Any, info: HasContext) -> np.ndarray:
+    """One image as float32 (side, side) from a JSON list of rows of numbers, or of side² numbers."""
+    array = number_array(value)
+    model = _model(info, DigitClassifier)
+    problem = model.pixels_problem(array)
     if problem:
         raise _invalid(problem)
-    return array.reshape(IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
+    return array.reshape(model.side, model.side).astype(np.float32)
 
 
-def pixel_problem(low: float, high: float) -> str | None:
-    """What is wrong with an image whose pixels lie in [low, high], if it cannot hold a digit."""
-    if low == high:
-        return (
-            f"the image holds no digit: every pixel is {low:g}; draw the digit in light values "
-            "(up to 255) on a black (0) background"
-        )
-    if high <= 1:
-        return (
-            f"the pixels look scaled to 0–1 (the largest is {high:g}): send raw 0–255 values, "
-            "i.e. multiply by 255"
-        )
-    return None
-
-
-def series(value: Any) -> np.ndarray:
-    """A 1-D float32 series from a JSON list of numbers that float32 can hold."""
-    array = _number_array(value).astype(np.float64)
+def series(value: Any, info: HasContext) -> np.ndarray:
+    """A 1-D series from a JSON list of numbers, as the forecaster's rules allow it."""
+    array = number_array(value).astype(np.float64)
     if array.ndim != 1:
         raise _invalid(f"must be a flat list of numbers; got an array of shape {array.shape}")
-    if array.size and float(np.abs(array).max()) > FLOAT32_MAX:
-        raise _invalid(f"values must lie within ±{FLOAT32_MAX:.3g} (float32); rescale the series")
+    problem = _model(info, Forecaster).series_problem(array)
+    if problem:
+        raise _invalid(problem)
     return array.astype(np.float32)
+
+
+def horizon(value: int, info: HasContext) -> int:
+    problem = _model(info, Forecaster).horizon_problem(value)
+    if problem:
+        raise _invalid(problem)
+    return value
+
+
+def levels(value: list[float] | None) -> list[float] | None:
+    problem = None if value is None else levels_problem(value)
+    if problem:
+        raise _invalid(problem)
+    return value
 
 
 Pixels = Annotated[
@@ -129,9 +164,15 @@ Image = Annotated[
     str,
     Field(description="Base64 of a PNG, JPEG, BMP or WebP file (a data: URL also works)."),
 ]
-Horizon = Annotated[int, Strict(), Field(description="How many steps to forecast (1 to 128 for sine_gru).")]
+Horizon = Annotated[
+    int,
+    Strict(),
+    AfterValidator(horizon),
+    Field(description="How many steps to forecast (1 to 128 for sine_gru)."),
+]
 Levels = Annotated[
     list[float],
+    AfterValidator(levels),
     Field(description="Central prediction-interval levels in percent, each strictly between 0 and 100."),
 ]
 
@@ -207,26 +248,6 @@ class DigitRequest(BaseModel):
         return [DigitInput.model_construct(pixels=self.pixels, image=self.image)]
 
 
-def check_levels(levels: list[float] | None) -> list[float] | None:
-    if levels is None:
-        return None
-    if not 1 <= len(levels) <= MAX_LEVELS:
-        raise _invalid(f"must list 1 to {MAX_LEVELS} percentages; got {len(levels)}")
-    for level in levels:
-        if not (math.isfinite(level) and 0 < level < 100):
-            raise _invalid(f"each level must be a percentage strictly between 0 and 100; got {level:g}")
-        if level < 1:
-            raise _invalid(f"levels are percentages: send {level * 100:g}, not {level:g}")
-    if len({level_key(level) for level in levels}) != len(levels):
-        raise _invalid("must not repeat a value")
-    return levels
-
-
-def level_key(level: float) -> str:
-    """How a level names its interval in the answer: 80 -> "80", 97.5 -> "97.5"."""
-    return str(int(level)) if float(level).is_integer() else repr(float(level))
-
-
 class ForecastInput(BaseModel):
     """One series to forecast."""
 
@@ -235,11 +256,6 @@ class ForecastInput(BaseModel):
     series: Series
     horizon: Horizon
     levels: Levels | None = None
-
-    @field_validator("levels")
-    @classmethod
-    def _valid_levels(cls, levels: list[float] | None) -> list[float] | None:
-        return check_levels(levels)
 
 
 class ForecastRequest(BaseModel):
@@ -252,11 +268,6 @@ class ForecastRequest(BaseModel):
     levels: Levels | None = None
     inputs: list[ForecastInput] | None = Field(default=None, min_length=1)
     model: ModelName | None = None
-
-    @field_validator("levels")
-    @classmethod
-    def _valid_levels(cls, levels: list[float] | None) -> list[float] | None:
-        return check_levels(levels)
 
     @model_validator(mode="before")
     @classmethod
@@ -273,63 +284,17 @@ class ForecastRequest(BaseModel):
             raise _invalid('"horizon" is required: how many steps to forecast')
         return self
 
-    def items(self) -> list[ForecastInput]:
+    def items(self) -> list[SeriesInput]:
         """The request's series in order, whichever form it used."""
         if self.inputs is not None:
-            return self.inputs
+            return [as_input(entry.series, entry.horizon, entry.levels) for entry in self.inputs]
         assert self.series is not None and self.horizon is not None
-        return [ForecastInput.model_construct(series=self.series, horizon=self.horizon, levels=self.levels)]
+        return [as_input(self.series, self.horizon, self.levels)]
 
 
-# Answers. The routes build them as plain dicts holding float32 arrays; these models document them.
+def as_input(series: np.ndarray, horizon: int, levels: list[float] | None) -> SeriesInput:
+    return SeriesInput(series, horizon, None if levels is None else tuple(float(v) for v in levels))
 
-
-class DigitPrediction(BaseModel):
-    digit: int = Field(description="The most probable digit.")
-    confidence: float = Field(description="Its probability.")
-    probabilities: list[float] = Field(description="Probability of each digit 0–9.")
-    model: str
-    version: str
-
-
-class DigitPredictions(BaseModel):
-    predictions: list[DigitPrediction] = Field(description="One per entry of inputs, in order.")
-
-
-class Interval(BaseModel):
-    lower: list[float]
-    upper: list[float]
-
-
-class Forecast(BaseModel):
-    forecast: list[float] = Field(description="The expected next `horizon` values.")
-    intervals: dict[str, Interval] = Field(description='Per level, e.g. "80" and "95".')
-    model: str
-    version: str
-
-
-class Forecasts(BaseModel):
-    forecasts: list[Forecast] = Field(description="One per entry of inputs, in order.")
-
-
-class ErrorItem(BaseModel):
-    loc: str
-    msg: str
-
-
-class ErrorBody(BaseModel):
-    detail: str = Field(description="What was wrong and how to fix it.")
-    errors: list[ErrorItem] | None = None
-
-
-ERROR_DESCRIPTIONS = {
-    413: "The body is larger than RNNSERVE_MAX_BODY_BYTES.",
-    415: "The Content-Type is not one this route reads.",
-    422: "The input cannot be served as it is; the message says what to fix.",
-    429: "The model's queue is full; retry after a second.",
-    503: "The model is not loaded, or the service is shutting down.",
-    504: "The input waited longer than RNNSERVE_QUEUE_TIMEOUT_S.",
-}
 
 _FRIENDLIER = {
     "missing": "is required",
@@ -350,15 +315,19 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return text or "body"
 
 
-def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
-    """pydantic's errors as `{"loc": "inputs[2].pixels", "msg": ...}`, in plain words."""
+def validation_errors(exc: ValidationError, sent_as: str = "") -> list[dict[str, str]]:
+    """pydantic's errors as `{"loc": "inputs[2].pixels", "msg": ...}`, in plain words; `sent_as`, the
+    body's content type, is named when the body is not JSON."""
     errors = []
     for error in exc.errors(include_url=False, include_input=False):
         if error["type"] == "json_invalid":
             reason = error.get("ctx", {}).get("error", error["msg"])
-            errors.append(
-                {"loc": "body", "msg": f"the body is not valid JSON ({reason}): send a JSON object"}
-            )
+            came = f", and came as {sent_as}" if sent_as and sent_as != "application/json" else ""
+            errors.append({
+                "loc": "body",
+                "msg": f"the body is not valid JSON ({reason}{came}): send a JSON object "
+                "(Content-Type application/json)",
+            })  # fmt: skip
             continue
         errors.append({"loc": _location(error["loc"]), "msg": _FRIENDLIER.get(error["type"], error["msg"])})
     return errors
@@ -367,67 +336,11 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse_body(model: type[Model], body: bytes) -> Model:
-    """Validate a JSON body into `model`, or raise `InvalidInput` listing what to fix."""
+def parse_body(schema: type[Model], body: bytes, model: ServedModel[Any, Any], sent_as: str = "") -> Model:
+    """Validate a JSON body into `schema`, by the rules of `model`, or raise `InvalidInput` listing
+    what to fix (naming the content type `sent_as` if the body is not JSON)."""
     try:
-        return model.model_validate_json(body)
+        return schema.model_validate_json(body, context={"model": model})
     except ValidationError as exc:
-        errors = validation_errors(exc)
+        errors = validation_errors(exc, sent_as)
         raise InvalidInput.listing(errors) from None
-
-
-BINARY_IMAGE = {"schema": {"type": "string", "format": "binary"}}
-
-
-def openapi_operation(
-    summary: str,
-    description: str,
-    request: type[BaseModel],
-    answers: Any,
-    binary: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """The OpenAPI operation of a POST route that reads its body itself: a JSON `request` (and
-    `binary` bodies by content type) answered with one of `answers`, or an error."""
-    content: dict[str, Any] = {"application/json": {"schema": _inline_refs(request.model_json_schema())}}
-    content.update(binary or {})
-    responses: dict[str, Any] = {
-        "200": {
-            "description": "Successful Response",
-            "content": {"application/json": {"schema": _inline_refs(TypeAdapter(answers).json_schema())}},
-        }
-    }
-    for code, text in ERROR_DESCRIPTIONS.items():
-        schema = _inline_refs(ErrorBody.model_json_schema())
-        responses[str(code)] = {"description": text, "content": {"application/json": {"schema": schema}}}
-    return {
-        "tags": ["predictions"],
-        "summary": summary,
-        "description": description,
-        "parameters": [
-            {
-                "name": "model",
-                "in": "query",
-                "required": False,
-                "description": 'The model to answer, for any body (a JSON body may name it as "model"); '
-                "default: the service's model for this task. GET /models lists them.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 200},
-            }
-        ],
-        "requestBody": {"required": True, "content": content},
-        "responses": responses,
-    }
-
-
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(value) for value in node]
-        return node
-
-    return dict(resolve(schema))

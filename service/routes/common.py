@@ -32,6 +32,7 @@ from service.errors import (
 )
 from service.headers import header
 from service.registry import Registry
+from service.tasks.base import Locate
 
 T = TypeVar("T")
 JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -180,6 +181,13 @@ def request_timeout_s(scope: Scope) -> float | None:
             f"X-Request-Timeout-Ms: is {given[:40]!r}; send a positive number of milliseconds, e.g. 250"
         )
     return milliseconds / 1000
+
+
+def rest_place(many: bool) -> Locate:
+    """How REST names a problem's place: `inputs[2].series` in a body with `inputs`, else `series`."""
+    if many:
+        return lambda p: p.field if p.item is None else f"inputs[{p.item}].{p.field}"
+    return lambda p: p.field
 
 
 def chosen_model(scope: Scope, named: str | None) -> str | None:

@@ -16,14 +16,13 @@ from service.codecs import (
     IMAGE_TYPES,
     MULTIPART,
     OCTET_STREAM,
-    PIXELS_PER_IMAGE,
     DigitItem,
+    JsonBody,
     check_digit_media_type,
     digit_items_from_json,
     media_type,
     pixels_from_octets,
 )
-from service.digits import DigitClassifier, Images
 from service.errors import InvalidInput
 from service.headers import header
 from service.imaging import decode_base64, image_to_pixels
@@ -36,7 +35,9 @@ from service.routes.common import (
     request_timeout_s,
     unless_disconnected,
 )
-from service.schemas import BINARY_IMAGE, DigitPrediction, DigitPredictions, DigitRequest, openapi_operation
+from service.routes.openapi import BINARY_IMAGE, DigitPrediction, DigitPredictions, openapi_operation
+from service.schemas import DigitRequest
+from service.tasks.digits import DigitClassifier, Images
 
 
 class PredictDigit(DirectRoute):
@@ -66,31 +67,38 @@ class PredictDigit(DirectRoute):
     async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         registry.admit(DigitClassifier)  # before the body is read: a refusal costs next to nothing
         timeout_s = request_timeout_s(scope)
-        images, many, named = await self.read_images(scope, receive)
-        classifier = registry.digit_classifier(chosen_model(scope, named))
+        kind = media_type(header(scope, b"content-type"))
+        if kind == MULTIPART:
+            upload = await read_upload(Request(scope, receive))
+            classifier = registry.for_task(DigitClassifier, chosen_model(scope, None))
+            images: Images = [await asyncio.to_thread(image_to_pixels, upload)]
+            many = False
+        else:
+            images, many, classifier = await self.read_images(scope, kind, await read_body(receive), registry)
         classifier.queue.admit()
         predictions = await unless_disconnected(receive, classifier.classify(images, timeout_s))
         return {"predictions": predictions} if many else predictions[0]
 
-    async def read_images(self, scope: Scope, receive: Receive) -> tuple[Images, bool, str | None]:
-        """The request's images, whether it asked for a list of answers, and the model its body names."""
-        kind = media_type(header(scope, b"content-type"))
-        if kind == MULTIPART:
-            upload = await read_upload(Request(scope, receive))
-            return [await asyncio.to_thread(image_to_pixels, upload)], False, None
-        body = await read_body(receive)
-        if kind in IMAGE_TYPES:
-            return [await asyncio.to_thread(image_to_pixels, body)], False, None
-        if kind == OCTET_STREAM:
-            check_count(len(body) // PIXELS_PER_IMAGE, self.settings.max_inputs_per_request)
-            return pixels_from_octets(body), True, None
+    async def read_images(
+        self, scope: Scope, kind: str, raw: bytes, registry: Registry
+    ) -> tuple[Images, bool, DigitClassifier]:
+        """A body's images, checked; whether it asked for a list of answers; and the model to answer."""
+        if kind in IMAGE_TYPES or kind == OCTET_STREAM:
+            classifier = registry.for_task(DigitClassifier, chosen_model(scope, None))
+            if kind == OCTET_STREAM:
+                count = len(raw) // (classifier.side * classifier.side)
+                check_count(count, self.settings.max_inputs_per_request)
+                return pixels_from_octets(raw, classifier), True, classifier
+            return [await asyncio.to_thread(image_to_pixels, raw)], False, classifier
         check_digit_media_type(kind)
-        items, many, named = digit_items_from_json(body)
+        body = JsonBody.read(raw)
+        classifier = registry.for_task(DigitClassifier, chosen_model(scope, body.model_name()))
+        items, many = digit_items_from_json(body, classifier)
         check_count(len(items), self.settings.max_inputs_per_request)
         if all(isinstance(item, np.ndarray) for item in items):
-            return items, many, named  # type: ignore[return-value]  # every item is pixels
+            return items, many, classifier  # type: ignore[return-value]  # every item is pixels
         # Image files take a while to decode: keep that off the event loop.
-        return await asyncio.to_thread(to_pixels, items, many), many, named
+        return await asyncio.to_thread(to_pixels, items, many), many, classifier
 
 
 def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:
@@ -103,8 +111,9 @@ def to_pixels(items: list[DigitItem], many: bool) -> list[np.ndarray]:
         try:
             images.append(image_to_pixels(decode_base64(item)))
         except InvalidInput as exc:
-            field, _, message = exc.message.partition(": ")
-            errors.append({"loc": f"inputs[{index}].{field}" if many else field, "msg": message})
+            for error in exc.errors or []:
+                loc = error["loc"]
+                errors.append({"loc": f"inputs[{index}].{loc}" if many else loc, "msg": error["msg"]})
     if errors:
         raise InvalidInput.listing(errors)
     return images

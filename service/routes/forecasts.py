@@ -1,4 +1,8 @@
-"""POST /forecast: one series or many, of different lengths and horizons."""
+"""POST /forecast: one series or many, of different lengths and horizons.
+
+Any Content-Type is read as JSON (curl's default form type included); a body that is not JSON is
+answered with the content type it came as.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope
 
-from service.codecs import forecast_items_from_json
-from service.forecasting import Forecaster
+from service.codecs import JsonBody, forecast_items_from_json, media_type
+from service.headers import header
 from service.registry import Registry
 from service.routes.common import (
     DirectRoute,
@@ -15,9 +19,12 @@ from service.routes.common import (
     chosen_model,
     read_body,
     request_timeout_s,
+    rest_place,
     unless_disconnected,
 )
-from service.schemas import Forecast, ForecastRequest, Forecasts, openapi_operation
+from service.routes.openapi import Forecast, Forecasts, openapi_operation
+from service.schemas import ForecastRequest
+from service.tasks.forecasts import Forecaster
 
 
 class ForecastSeries(DirectRoute):
@@ -25,7 +32,8 @@ class ForecastSeries(DirectRoute):
     openapi = openapi_operation(
         "Forecast series, with prediction intervals",
         "One series as `series` with `horizon` (and optional `levels`, default [80, 95]), or many as "
-        "`inputs`, each with its own length, horizon and levels.",
+        "`inputs`, each with its own length, horizon and levels. The body is read as JSON whatever its "
+        "Content-Type.",
         ForecastRequest,
         Forecast | Forecasts,
     )
@@ -33,10 +41,12 @@ class ForecastSeries(DirectRoute):
     async def answer(self, scope: Scope, receive: Receive, registry: Registry) -> Any:
         registry.admit(Forecaster)  # before the body is read: a refusal costs next to nothing
         timeout_s = request_timeout_s(scope)
-        items, many, named = forecast_items_from_json(await read_body(receive))
+        body = JsonBody.read(await read_body(receive))
+        forecaster = registry.for_task(Forecaster, chosen_model(scope, body.model_name()))
+        items, many = forecast_items_from_json(body, forecaster, media_type(header(scope, b"content-type")))
         check_count(len(items), self.settings.max_inputs_per_request)
-        forecaster = registry.forecaster(chosen_model(scope, named))
         forecaster.queue.admit()
-        queries = forecaster.prepare(items, many)
-        answers = await unless_disconnected(receive, forecaster.forecast(queries, timeout_s))
+        place = rest_place(many)
+        queries = forecaster.queries(items)
+        answers = await unless_disconnected(receive, forecaster.forecast(queries, place, timeout_s))
         return {"forecasts": answers} if many else answers[0]

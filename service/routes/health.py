@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request
 
 from service.deps import RegistryDep
+from service.drain import Drain
+from service.registry import Registry
 from service.responses import JSONBytesResponse
 
 router = APIRouter(prefix="/health", tags=["operations"])
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service takes requests: every model ready, and no drain under way."""
+
+    ready: bool
+    status: str
+    models: dict[str, str]
+    """Each model's state: "ready", or why it is not."""
+
+
+async def readiness(registry: Registry, drain: Drain) -> Readiness:
+    """The one answer to "is the service ready?", for /health/ready and the V2 health routes."""
+    states = await registry.readiness()
+    if drain.draining:
+        return Readiness(False, "draining: the service is shutting down", states)
+    ready = all(state == "ready" for state in states.values())
+    return Readiness(ready, "ready" if ready else "not ready", states)
 
 
 @router.get("/live", summary="The process is up")
@@ -23,9 +44,6 @@ async def live() -> dict[str, str]:
     responses={503: {"description": "Some model is not ready; `models` says why."}},
 )
 async def ready(registry: RegistryDep, request: Request) -> JSONBytesResponse:
-    states = await registry.readiness()
-    ready = all(state == "ready" for state in states.values())
-    body: dict[str, Any] = {"status": "ready" if ready else "not ready", "models": states}
-    if request.app.state.drain.draining:
-        ready, body["status"] = False, "draining: the service is shutting down"
-    return JSONBytesResponse(body, status_code=200 if ready else 503)
+    state = await readiness(registry, request.app.state.drain)
+    body = {"status": state.status, "models": state.models}
+    return JSONBytesResponse(body, status_code=200 if state.ready else 503)

@@ -23,8 +23,8 @@ from service.headers import header
 from service.registry import Registry
 from service.responses import JSONBytesResponse
 from service.routes.common import DirectRoute, read_body, request_timeout_s, send_json, unless_disconnected
-from service.served import ServedModel
-from service.v2.signatures import Signature, signature_for
+from service.routes.health import readiness
+from service.tasks.base import Problem, ServedModel, TensorSpec, check
 from service.v2.tensors import Tensor, decompress, encode_infer_response, parse_infer_request
 
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
@@ -34,7 +34,7 @@ TRITON_BACKENDS = {"onnx": "onnxruntime", "torchscript": "pytorch"}
 
 def served(registry: Registry, name: str, version: str | None) -> ServedModel[Any, Any]:
     """Model `name`, loaded, at `version` if one is named; `NotFound` or `ModelNotReady` otherwise."""
-    model = registry.lookup(name)
+    model = registry.loaded(name)
     if version is not None and version != model.version:
         raise NotFound(
             f"model {name!r} version {version!r} is not served; this service serves version {model.version} "
@@ -116,12 +116,12 @@ class InferTensors(DirectRoute):
         limit = self.settings.max_body_bytes
         body = decompress(await read_body(receive), header(scope, b"content-encoding"), limit)
         request = parse_infer_request(body, header(scope, b"inference-header-content-length"))
-        signature = signature_for(model)
-        arrays = signature.arrays(request.inputs, self.settings.max_inputs_per_request)
+        arrays = input_arrays(model.inputs, request.inputs, self.settings.max_inputs_per_request)
+        check(model.tensor_problems(arrays), v2_place)
         if request.timeout_s is not None:
             timeout_s = min(timeout_s or request.timeout_s, request.timeout_s)
-        chosen = chosen_outputs(signature, request.outputs, request.binary_output)
-        outputs = await unless_disconnected(receive, signature.infer(model, arrays, timeout_s))
+        chosen = chosen_outputs(model.outputs, request.outputs, request.binary_output)
+        outputs = await unless_disconnected(receive, model.infer(arrays, v2_place, timeout_s))
         tensors = [(Tensor(name, "FP32", outputs[name]), binary) for name, binary in chosen]
         return encode_infer_response(model.name, model.version, request.id, tensors)
 
@@ -141,9 +141,49 @@ class InferTensors(DirectRoute):
         await send_json(send, status, body, error.headers.items())
 
 
-def chosen_outputs(signature: Signature, requested: Any, binary_output: bool) -> list[tuple[str, bool]]:
+def v2_place(problem: Problem) -> str:
+    """How the V2 protocol names a problem's place: the tensor, and its row."""
+    return problem.field if problem.item is None else f"{problem.field}[{problem.item}]"
+
+
+def input_arrays(
+    specs: tuple[TensorSpec, ...], tensors: dict[str, Tensor], max_inputs: int
+) -> dict[str, Any]:
+    """The request's tensors by name, checked against the model's names and datatypes."""
+    known = {spec.name: spec for spec in specs}
+    listing = ", ".join(
+        f"{s.name} {s.datatype} {list(s.shape)}" + (" (optional)" if s.optional else "") for s in specs
+    )
+    unknown = sorted(set(tensors) - set(known))
+    if unknown:
+        raise InvalidInput(f"inputs: {', '.join(map(repr, unknown))} not known; this model takes {listing}")
+    arrays = {}
+    for spec in specs:
+        tensor = tensors.get(spec.name)
+        if tensor is None:
+            if not spec.optional:
+                raise InvalidInput(f"inputs: {spec.name!r} is missing; this model takes {listing}")
+            continue
+        if tensor.datatype not in (spec.datatype, *spec.accepted):
+            raise InvalidInput(
+                f"input {spec.name!r}: datatype is {tensor.datatype}; send "
+                f"{' or '.join((spec.datatype, *spec.accepted))}"
+            )
+        arrays[spec.name] = tensor.array
+    rows = len(next(iter(arrays.values())))
+    if rows > max_inputs:
+        raise InvalidInput(
+            f"the batch dimension is {rows}; at most {max_inputs} inputs per request "
+            "(RNNSERVE_MAX_INPUTS_PER_REQUEST): split them over several requests"
+        )
+    return arrays
+
+
+def chosen_outputs(
+    specs: tuple[TensorSpec, ...], requested: Any, binary_output: bool
+) -> list[tuple[str, bool]]:
     """The outputs to send, in order, each with whether it goes as binary data."""
-    names = [spec.name for spec in signature.outputs]
+    names = [spec.name for spec in specs]
     if requested is None:
         return [(name, binary_output) for name in names]
     unknown = [output.name for output in requested if output.name not in names]
@@ -169,8 +209,7 @@ async def server_live() -> dict[str, bool]:
 
 @router.get("/health/ready", summary="Every model is ready", responses={503: {"description": "Not ready"}})
 async def server_ready(registry: RegistryDep, request: Request) -> JSONBytesResponse:
-    states = await registry.readiness()
-    ready = all(state == "ready" for state in states.values()) and not request.app.state.drain.draining
+    ready = (await readiness(registry, request.app.state.drain)).ready
     return JSONBytesResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
@@ -179,13 +218,12 @@ async def model_metadata(
     registry: RegistryDep, settings: SettingsDep, model_name: str, model_version: str | None = None
 ) -> JSONBytesResponse:
     model = served(registry, model_name, model_version)
-    signature = signature_for(model)
     return JSONBytesResponse({
         "name": model.name,
         "versions": [model.version],
         "platform": PLATFORMS[settings.backend],
-        "inputs": [spec.describe() for spec in signature.inputs],
-        "outputs": [spec.describe() for spec in signature.outputs],
+        "inputs": [spec.describe() for spec in model.inputs],
+        "outputs": [spec.describe() for spec in model.outputs],
     })  # fmt: skip
 
 
@@ -206,7 +244,6 @@ async def model_config(
 ) -> JSONBytesResponse:
     """The model's configuration as Triton describes it (dimensions without the batch dimension)."""
     model = served(registry, model_name, model_version)
-    signature = signature_for(model)
 
     def tensors(specs: Any) -> list[dict[str, Any]]:
         return [{"name": s.name, "data_type": f"TYPE_{s.datatype}", "dims": list(s.shape[1:])} for s in specs]
@@ -216,8 +253,8 @@ async def model_config(
         "platform": PLATFORMS[settings.backend],
         "backend": TRITON_BACKENDS[settings.backend],
         "max_batch_size": model.batching.max_batch_size,
-        "input": tensors(signature.inputs),
-        "output": tensors(signature.outputs),
+        "input": tensors(model.inputs),
+        "output": tensors(model.outputs),
         "dynamic_batching": {"max_queue_delay_microseconds": int(model.batching.max_delay_ms * 1000)},
     })  # fmt: skip
 
@@ -249,7 +286,7 @@ async def repository_index(registry: RegistryDep) -> list[dict[str, str]]:
     index = []
     for name in registry.names():
         try:
-            version = registry.lookup(name).version
+            version = registry.loaded(name).version
         except ServiceError:
             version = ""
         ready = states.get(name) == "ready"

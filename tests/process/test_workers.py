@@ -161,6 +161,8 @@ async def test_a_worker_reports_a_model_of_the_wrong_task_as_not_loaded(
     from service.config import Settings
     from service.engine.client import RemoteRegistry
     from service.errors import ModelNotReady
+    from service.tasks.digits import DigitClassifier
+    from service.tasks.forecasts import Forecaster
 
     repository = tmp_path / "models"
     shutil.copytree(models_dir, repository)
@@ -170,11 +172,11 @@ async def test_a_worker_reports_a_model_of_the_wrong_task_as_not_loaded(
     )
     registry = await RemoteRegistry.open(settings)
     try:
-        assert registry.digit_classifier().name == "digit_lstm"
+        assert registry.for_task(DigitClassifier, None).name == "digit_lstm"
         with pytest.raises(
             ModelNotReady, match=r"more_digits.*task is 'digit-classification'.*'forecasting'"
         ):
-            registry.forecaster()
+            registry.for_task(Forecaster, None)
     finally:
         await registry.close()
 

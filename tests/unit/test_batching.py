@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
-from service.batching import Batcher, BatchPolicy
+from service.batching import Batcher
+from service.config import BatchSettings
 from service.errors import InferenceFailed, Overloaded, QueueTimeout, ServiceError, ShuttingDown
 from service.metrics import ServiceMetrics
 
@@ -47,9 +48,9 @@ class Harness:
         self.batcher: Batcher[int, int] = Batcher(
             "test",
             model,
-            BatchPolicy(
+            BatchSettings(
                 max_batch_size=int(settings["max_batch_size"]),
-                max_delay_s=settings["max_delay_s"],
+                max_delay_ms=settings["max_delay_s"] * 1000,
                 max_queue_size=int(settings["max_queue_size"]),
                 queue_timeout_s=settings["queue_timeout_s"],
             ),

@@ -3,15 +3,47 @@ bad body gets the pydantic models' errors."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from service.codecs import digit_items_from_json, forecast_items_from_json, media_type, pixels_from_octets
+from service.codecs import (
+    JsonBody,
+    digit_items_from_json,
+    forecast_items_from_json,
+    media_type,
+    pixels_from_octets,
+)
+from service.config import Settings
 from service.errors import InvalidInput
+from service.registry import locate_for
 from service.schemas import DigitRequest, ForecastRequest, parse_body
+from service.tasks.digits import DigitClassifier
+from service.tasks.forecasts import Forecaster
+
+
+def task_model(name: str, models_dir: Path) -> Any:
+    """A model of the repository with its task's rules (no runtime: the codecs only check inputs)."""
+    settings = Settings(model_dir=models_dir)
+    task, artifact = locate_for(None, name, settings)
+    return task(artifact, settings.batching_for(name))
+
+
+@pytest.fixture(scope="module")
+def classifier() -> DigitClassifier:
+    model = task_model("digit_lstm", Path(__file__).resolve().parents[2] / "models")
+    assert isinstance(model, DigitClassifier)
+    return model
+
+
+@pytest.fixture(scope="module")
+def forecaster() -> Forecaster:
+    model = task_model("sine_gru", Path(__file__).resolve().parents[2] / "models")
+    assert isinstance(model, Forecaster)
+    return model
 
 ROWS = [[(7 * r + c) % 256 for c in range(28)] for r in range(28)]
 
@@ -28,11 +60,12 @@ ROWS = [[(7 * r + c) % 256 for c in range(28)] for r in range(28)]
         {"inputs": [{"pixels": ROWS}], "model": "digit_rnn"},
     ],
 )
-def test_digit_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> None:
+def test_digit_bodies_decode_as_the_contract_says(body: dict[str, Any], classifier: DigitClassifier) -> None:
     raw = orjson.dumps(body)
-    items, many, model = digit_items_from_json(raw)
-    expected = parse_body(DigitRequest, raw)
-    assert many == (expected.inputs is not None) and model == expected.model
+    decoded = JsonBody.read(raw)
+    items, many = digit_items_from_json(decoded, classifier)
+    expected = parse_body(DigitRequest, raw, classifier)
+    assert many == (expected.inputs is not None) and decoded.model_name() == expected.model
     for item, entry in zip(items, expected.items(), strict=True):
         if entry.pixels is not None:
             assert isinstance(item, np.ndarray) and item.dtype == np.float32
@@ -44,22 +77,23 @@ def test_digit_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        {"series": [1, 2.5, 3], "horizon": 4},
-        {"series": [1, 2.5, 3], "horizon": 4, "levels": [50, 97.5]},
+        {"series": [1, 2.5, 3] * 7, "horizon": 4},
+        {"series": [1, 2.5, 3] * 7, "horizon": 4, "levels": [50, 97.5]},
         {
             "inputs": [
                 {"series": [1.0] * 20, "horizon": 1},
                 {"series": [2.0] * 30, "horizon": 3, "levels": [80]},
             ]
         },
-        {"series": [1, 2.5, 3], "horizon": 4, "model": "sine_gru"},
+        {"series": [1, 2.5, 3] * 7, "horizon": 4, "model": "sine_gru"},
     ],
 )
-def test_forecast_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> None:
+def test_forecast_bodies_decode_as_the_contract_says(body: dict[str, Any], forecaster: Forecaster) -> None:
     raw = orjson.dumps(body)
-    items, many, model = forecast_items_from_json(raw)
-    expected = parse_body(ForecastRequest, raw)
-    assert many == (expected.inputs is not None) and model == expected.model
+    decoded = JsonBody.read(raw)
+    items, many = forecast_items_from_json(decoded, forecaster)
+    expected = parse_body(ForecastRequest, raw, forecaster)
+    assert many == (expected.inputs is not None) and decoded.model_name() == expected.model
     for item, entry in zip(items, expected.items(), strict=True):
         np.testing.assert_array_equal(item.series, entry.series)
         assert (item.horizon, item.levels) == (entry.horizon, entry.levels)
@@ -77,11 +111,11 @@ def test_forecast_bodies_decode_as_the_contract_says(body: dict[str, Any]) -> No
         b'{"image": "x", "model": ""}',
     ],
 )
-def test_a_bad_digit_body_gets_the_contracts_errors(body: bytes) -> None:
+def test_a_bad_digit_body_gets_the_contracts_errors(body: bytes, classifier: DigitClassifier) -> None:
     with pytest.raises(InvalidInput) as fast:
-        digit_items_from_json(body)
+        digit_items_from_json(JsonBody.read(body), classifier)
     with pytest.raises(InvalidInput) as contract:
-        parse_body(DigitRequest, body)
+        parse_body(DigitRequest, body, classifier)
     assert (fast.value.message, fast.value.errors) == (contract.value.message, contract.value.errors)
 
 
@@ -94,17 +128,17 @@ def test_a_bad_digit_body_gets_the_contracts_errors(body: bytes) -> None:
         b'{"inputs": [{"series": [1], "horizon": 1}], "horizon": 2}',
     ],
 )
-def test_a_bad_forecast_body_gets_the_contracts_errors(body: bytes) -> None:
+def test_a_bad_forecast_body_gets_the_contracts_errors(body: bytes, forecaster: Forecaster) -> None:
     with pytest.raises(InvalidInput) as fast:
-        forecast_items_from_json(body)
+        forecast_items_from_json(JsonBody.read(body), forecaster)
     with pytest.raises(InvalidInput) as contract:
-        parse_body(ForecastRequest, body)
+        parse_body(ForecastRequest, body, forecaster)
     assert (fast.value.message, fast.value.errors) == (contract.value.message, contract.value.errors)
 
 
-def test_octets_are_row_major_uint8_images() -> None:
+def test_octets_are_row_major_uint8_images(classifier: DigitClassifier) -> None:
     images = np.arange(2 * 784, dtype=np.int64).reshape(2, 28, 28) % 256
-    decoded = pixels_from_octets(images.astype(np.uint8).tobytes())
+    decoded = pixels_from_octets(images.astype(np.uint8).tobytes(), classifier)
     assert decoded.dtype == np.float32 and decoded.shape == (2, 28, 28)
     np.testing.assert_array_equal(decoded, images)
 

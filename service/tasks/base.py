@@ -1,4 +1,11 @@
-"""What every served model shares: its artifact, its input queue and its self-description.
+"""What every task shares: a model behind its input queue, its tensor signature, and its input rules.
+
+A task module (`service.tasks.digits`, `service.tasks.forecasts`) is the one place that knows a
+task: its input rules (pure functions that return every problem found, each as a `Problem`), its
+tensor signature (what the V2 protocol and the API docs show) and its inference call. The protocols
+(REST routes, `service.v2`) only decode their transport into arrays, call the task, and encode the
+answer; each names a problem's place its own way (`inputs[2].series` on REST, `series[2]` on V2),
+with the same message.
 
 A model is served in one of two ways. Loaded here (`load`): its runtime runs in this process, behind
 its own `Batcher`. Or as a front for a model engine in another process (`remote`): this process
@@ -8,14 +15,60 @@ checks inputs and builds answers, and the engine's batcher runs the model for ev
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, Self
 
-from service.batching import Batcher, BatchPolicy, InputT, OutputT
+import numpy as np
+
+from service.batching import Batcher, InputT, OutputT
 from service.config import BatchSettings
+from service.errors import InvalidInput
 from service.metrics import BatcherMetrics
 from service.repository import ModelArtifact, ModelLoadError
 from service.runtimes import Runtime
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a request's input: which input (`item`, None for the request as a whole),
+    which of its fields or tensors (`field`), and what to fix (`msg`)."""
+
+    field: str
+    msg: str
+    item: int | None = None
+
+
+Locate = Callable[[Problem], str]
+"""How a protocol names a problem's place in its own terms."""
+
+
+def reject(problems: Sequence[Problem], locate: Locate) -> InvalidInput:
+    """One `InvalidInput` (422 on REST, 400 on V2) that lists every problem, each at its place."""
+    return InvalidInput.listing([{"loc": locate(p), "msg": p.msg} for p in problems])
+
+
+def check(problems: Sequence[Problem], locate: Locate) -> None:
+    if problems:
+        raise reject(problems, locate)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor of a task's signature; -1 marks a dimension of any size (the first is the batch)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    accepted: tuple[str, ...] = ()
+    """Datatypes taken besides `datatype`."""
+    optional: bool = False
+    description: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
 class InputQueue(Protocol):
@@ -28,11 +81,12 @@ class InputQueue(Protocol):
 
 
 class ServedModel(ABC, Generic[InputT, OutputT]):
-    """A model behind its queue. Subclasses turn ready inputs into a batch and back."""
+    """A model of one task behind its queue. Subclasses own the task's rules, signature and inference."""
 
     task: ClassVar[str]
-    input_names: ClassVar[tuple[str, ...]]
-    output_names: ClassVar[tuple[str, ...]]
+    graph_inputs: ClassVar[tuple[str, ...]]
+    """The inputs and outputs the exported graph must have."""
+    graph_outputs: ClassVar[tuple[str, ...]]
 
     def __init__(self, artifact: ModelArtifact, batching: BatchSettings) -> None:
         """Reads what the subclass needs from the artifact's metadata; `load` or `remote` attach the
@@ -48,8 +102,8 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
         cls, artifact: ModelArtifact, runtime: Runtime, batching: BatchSettings, metrics: BatcherMetrics
     ) -> Self:
         """The model run here, by `runtime`, behind a batcher of its own (not yet started)."""
-        missing = [n for n in cls.input_names if n not in runtime.input_names] + [
-            n for n in cls.output_names if n not in runtime.output_names
+        missing = [n for n in cls.graph_inputs if n not in runtime.input_names] + [
+            n for n in cls.graph_outputs if n not in runtime.output_names
         ]
         if missing:
             raise ModelLoadError(
@@ -58,15 +112,7 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
             )
         model = cls(artifact, batching)
         model._runtime = runtime
-        policy = BatchPolicy(
-            max_batch_size=batching.max_batch_size,
-            max_delay_s=batching.max_delay_ms / 1000,
-            max_queue_size=batching.max_queue_size,
-            queue_timeout_s=batching.queue_timeout_s,
-            failures_before_unready=batching.failures_before_unready,
-            probe_interval_s=batching.probe_interval_s,
-        )
-        model._batcher = Batcher(artifact.name, model.run_batch, policy, metrics, probe=model.probe)
+        model._batcher = Batcher(artifact.name, model.run_batch, batching, metrics, probe=model.probe)
         model.queue = model._batcher
         return model
 
@@ -96,6 +142,30 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
         if self._batcher is None:
             raise RuntimeError(f"model {self.name} is batched by the model engine, not in this process")
         return self._batcher
+
+    # The task's tensors, as the V2 protocol and the docs show them.
+
+    @property
+    @abstractmethod
+    def inputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @property
+    @abstractmethod
+    def outputs(self) -> tuple[TensorSpec, ...]: ...
+
+    @abstractmethod
+    def tensor_problems(self, arrays: dict[str, np.ndarray]) -> list[Problem]:
+        """Every problem of a batch of tensors (named as in `inputs`, of their datatypes), each named by
+        tensor and row."""
+
+    @abstractmethod
+    async def infer(
+        self, arrays: dict[str, np.ndarray], locate: Locate, timeout_s: float | None
+    ) -> dict[str, np.ndarray]:
+        """Every output tensor, by name, for checked input tensors; batched with other requests'.
+        A problem only the model's answer reveals is named by `locate`."""
+
+    # The model call.
 
     @abstractmethod
     def run_batch(self, inputs: list[InputT]) -> list[OutputT]:

@@ -1,0 +1,208 @@
+"""The forecasting task: series of different lengths to forecasts with Gaussian prediction intervals.
+
+Its input rules are here and nowhere else (`series_problem`, `horizon_problem`, `levels_problem`):
+REST bodies and V2 tensors pass through the same functions, so the same mistake reads the same on
+both. The model's limits (lengths, horizon) come from its metadata.
+
+Windows and padding come from `service.series`, shared with training: each series is cut to its most
+recent `context_length` values and the batch is right-aligned and zero-padded on the left, which the
+graph ignores exactly. So a series gets the same forecast alone or batched beside longer ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.config import BatchSettings
+from service.repository import ModelArtifact
+from service.series import interval, pad_left, recent_window
+from service.tasks.base import FLOAT32_MAX, Locate, Problem, ServedModel, TensorSpec, check
+
+DEFAULT_LEVELS = (80.0, 95.0)
+MAX_LEVELS = 10
+OVERFLOW = (
+    "its values are too large for the model's float32 arithmetic (the forecast overflowed); divide the "
+    "series by a constant and scale the answer back"
+)
+
+Moments = np.ndarray
+"""A forecast's mean and std, stacked: (2, max_horizon)."""
+
+
+def levels_problem(levels: Sequence[float]) -> str | None:
+    """What is wrong with a list of central interval levels, in percent."""
+    if not 1 <= len(levels) <= MAX_LEVELS:
+        return f"must list 1 to {MAX_LEVELS} percentages; got {len(levels)}"
+    for level in levels:
+        if not (math.isfinite(level) and 0 < level < 100):
+            return f"each level must be a percentage strictly between 0 and 100; got {level:g}"
+        if level < 1:
+            return f"levels are percentages: send {level * 100:g}, not {level:g}"
+    if len({level_key(level) for level in levels}) != len(levels):
+        return "must not repeat a value"
+    return None
+
+
+def level_key(level: float) -> str:
+    """How a level names its interval in the answer: 80 -> "80", 97.5 -> "97.5"."""
+    return str(int(level)) if float(level).is_integer() else repr(float(level))
+
+
+@dataclass(frozen=True)
+class SeriesInput:
+    """One series to forecast, as a protocol decoded it (not yet checked)."""
+
+    series: np.ndarray
+    horizon: int
+    levels: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class ForecastQuery:
+    """One checked series, ready to batch, and what to cut from its forecast."""
+
+    window: np.ndarray
+    horizon: int
+    levels: tuple[float, ...]
+    item: int
+
+
+class Forecaster(ServedModel[np.ndarray, Moments]):
+    """Serves a `forecasting` model: inputs `series` and `mask`, outputs `mean` and `std`."""
+
+    task = "forecasting"
+    graph_inputs = ("series", "mask")
+    graph_outputs = ("mean", "std")
+
+    def __init__(self, artifact: ModelArtifact, batching: BatchSettings) -> None:
+        self.context_length = artifact.config("context_length")
+        self.patch_size = artifact.config("patch_size")
+        self.max_horizon = artifact.config("max_horizon")
+        self.min_length = artifact.config("min_length")
+        self.max_length = artifact.config("max_length")
+        super().__init__(artifact, batching)
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return (
+            TensorSpec("series", "FP32", (-1, -1), accepted=("FP64",)),
+            TensorSpec("horizon", "INT32", (-1, 1), accepted=("INT64",), optional=True),
+        )
+
+    @property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("mean", "FP32", (-1, -1)), TensorSpec("std", "FP32", (-1, -1)))
+
+    # Input rules.
+
+    def series_problem(self, series: np.ndarray) -> str | None:
+        """What is wrong with one series (1-D numbers, oldest first)."""
+        if not self.min_length <= len(series) <= self.max_length:
+            return (
+                f"has {len(series)} values; {self.name} needs {self.min_length} to {self.max_length} "
+                f"(it reads the last {self.context_length})"
+            )
+        if series.dtype.kind == "f" and not np.isfinite(series).all():
+            return "must hold finite numbers: found NaN or infinity"
+        if float(np.abs(series).max()) > FLOAT32_MAX:
+            return f"values must lie within ±{FLOAT32_MAX:.3g} (float32); rescale the series"
+        return None
+
+    def horizon_problem(self, horizon: int) -> str | None:
+        if not 1 <= horizon <= self.max_horizon:
+            return f"is {horizon}; {self.name} forecasts 1 to {self.max_horizon} steps"
+        return None
+
+    def queries(self, inputs: Sequence[SeriesInput]) -> list[ForecastQuery]:
+        """Checked inputs (the protocol ran the rules above as it decoded them), cut to the model's
+        window."""
+        return [
+            ForecastQuery(recent_window(given.series, self.context_length), given.horizon,
+                          given.levels or DEFAULT_LEVELS, item)
+            for item, given in enumerate(inputs)
+        ]  # fmt: skip
+
+    def tensor_problems(self, arrays: dict[str, np.ndarray]) -> list[Problem]:
+        series = arrays["series"]
+        if series.ndim != 2 or not len(series):
+            return [
+                Problem(
+                    "series",
+                    f"shape is {list(series.shape)}; send [n, length]: n ≥ 1 series of one length, "
+                    "oldest value first",
+                )
+            ]
+        problems = []
+        for row, values in enumerate(series):
+            message = self.series_problem(values)
+            if message:
+                problems.append(Problem("series", message, row))
+        horizon = arrays.get("horizon")
+        if horizon is not None:
+            values = np.unique(horizon)
+            if horizon.size not in (1, len(series)) or len(values) != 1:
+                message = (
+                    f"holds {horizon.size} values {values[:4].tolist()}: give one horizon, the same for "
+                    "every row (shape [n, 1] or [1, 1]); forecast other horizons in other requests"
+                )
+            else:
+                message = self.horizon_problem(int(values[0]))
+            if message:
+                problems.append(Problem("horizon", message))
+        return problems
+
+    # Inference.
+
+    def run_batch(self, inputs: list[np.ndarray]) -> list[Moments]:
+        values, mask = pad_left(inputs, self.patch_size)
+        outputs = self.runtime.run({"series": values, "mask": mask})
+        mean, std = outputs["mean"], outputs["std"]
+        expected = (len(inputs), self.max_horizon)
+        if mean.shape != expected or std.shape != expected:
+            raise RuntimeError(f"mean and std have shapes {mean.shape} and {std.shape}, expected {expected}")
+        return list(np.stack([mean, std], axis=1))
+
+    def sample_input(self) -> np.ndarray:
+        steps = np.arange(self.context_length, dtype=np.float32)
+        return np.sin(steps / 8.0).astype(np.float32)
+
+    async def forecast(
+        self, queries: list[ForecastQuery], locate: Locate, timeout_s: float | None = None
+    ) -> list[dict[str, Any]]:
+        """One answer per query, in order, computed in batches with other requests' series."""
+        moments = await self.queue.submit_many([q.window for q in queries], timeout_s)
+        answers = [self.answer(q, mean, std) for q, (mean, std) in zip(queries, moments, strict=True)]
+        check([Problem("series", OVERFLOW, q.item) for q, a in zip(queries, answers, strict=True)
+               if not _finite(a)], locate)  # fmt: skip
+        return answers
+
+    def answer(self, query: ForecastQuery, mean: np.ndarray, std: np.ndarray) -> dict[str, Any]:
+        mean, std = mean[: query.horizon], std[: query.horizon]
+        intervals = {}
+        for level in query.levels:
+            lower, upper = interval(mean, std, level)
+            intervals[level_key(level)] = {"lower": lower, "upper": upper}
+        return {"forecast": mean, "intervals": intervals, "model": self.name, "version": self.version}
+
+    async def infer(
+        self, arrays: dict[str, np.ndarray], locate: Locate, timeout_s: float | None
+    ) -> dict[str, np.ndarray]:
+        series = arrays["series"]
+        given = arrays.get("horizon")
+        horizon = self.max_horizon if given is None else int(given.flat[0])
+        windows = [recent_window(row, self.context_length) for row in series]
+        moments = np.stack(await self.queue.submit_many(windows, timeout_s))
+        mean, std = moments[:, 0, :horizon], moments[:, 1, :horizon]
+        rows = np.flatnonzero(~(np.isfinite(mean).all(axis=1) & np.isfinite(std).all(axis=1)))
+        check([Problem("series", OVERFLOW, int(row)) for row in rows], locate)
+        return {"mean": mean, "std": std}
+
+
+def _finite(answer: dict[str, Any]) -> bool:
+    bounds = [b for pair in answer["intervals"].values() for b in pair.values()]
+    return all(np.isfinite(a).all() for a in [answer["forecast"], *bounds])
