@@ -476,9 +476,7 @@ def test_the_package_needs_only_httpx() -> None:
     assert importlib.metadata.version("rnnserve-client") == __version__
 
 
-@pytest.mark.parametrize(
-    ("readme", "heading"), [("client/README.md", "# rnnserve-client"), ("README.md", "## Python client")]
-)
+@pytest.mark.parametrize(("readme", "heading"), [("client/README.md", "# rnnserve-client")])
 def test_the_readme_example_runs(
     url: str, digits: tuple[np.ndarray, list[int]], tmp_path: Path, readme: str, heading: str
 ) -> None:
