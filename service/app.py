@@ -16,9 +16,10 @@ from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelRegistry, Registry
 from service.routes import health, metrics, models
-from service.routes.common import DirectRoutes, document
+from service.routes.common import DirectRoutes
 from service.routes.digits import PredictDigit
 from service.routes.forecasts import ForecastSeries
+from service.routes.openapi import document
 from service.security import install_access_control
 from service.v2 import routes as v2
 from service.web.docs import install_docs
@@ -64,7 +65,7 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics, drain=drain)
     for routes in (models, health, metrics, v2):
         app.include_router(routes.router)
-    document(app, predictions)
+    document(app, predictions, settings)
     install_docs(app)
     install_page(app)
     return app

@@ -13,12 +13,11 @@ import asyncio
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qs
 
 import orjson
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.config import Settings
@@ -206,19 +205,3 @@ def check_count(count: int, limit: int) -> None:
             f"inputs: has {count} entries; at most {limit} per request (RNNSERVE_MAX_INPUTS_PER_REQUEST): "
             "split them over several requests"
         )
-
-
-def document(app: FastAPI, routes: Sequence[DirectRoute]) -> None:
-    """Add the direct routes' operations to the app's OpenAPI schema (and so to /docs)."""
-    framework_schema: Callable[[], dict[str, Any]] = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = framework_schema()
-            for route in routes:
-                for path, operation in {route.path: route.openapi, **route.also_documented}.items():
-                    schema["paths"][path] = {"post": operation}
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

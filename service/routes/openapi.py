@@ -1,11 +1,28 @@
 """The OpenAPI text of the prediction routes, which read their bodies themselves: their request and
-answer schemas, their errors, and the constraints of the models that serve them."""
+answer schemas, their errors, and the constraints of the models that serve them.
+
+The schema is made once, on first request, from what the repository holds: the names of the models
+served (so a generated request names a real one), the lengths and horizons of the default
+forecaster, the image side of the default digit model. The prediction routes come first.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+from fastapi import FastAPI
 from pydantic import BaseModel, Field, TypeAdapter
+
+from service.config import Settings
+from service.repository import ModelLoadError, model_names, newest_version, pinned_version, read_metadata
+
+if TYPE_CHECKING:
+    from service.routes.common import DirectRoute
+
+logger = logging.getLogger(__name__)
 
 # Answers. The routes build them as plain dicts holding float32 arrays; these models document them.
 
@@ -112,3 +129,136 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
         return node
 
     return dict(resolve(schema))
+
+
+Catalog = dict[str, list[tuple[str, dict[str, Any]]]]
+"""Per task, the models served (the default first) with their metadata."""
+
+
+def catalog(settings: Settings) -> Catalog:
+    """What the service is configured to serve, read from the metadata alone (nothing is verified)."""
+    names = [settings.digit_model, settings.forecast_model]
+    names += settings.extra_models(model_names(settings.model_dir))
+    served: Catalog = {}
+    for name in names:
+        pinned = settings.model_versions.get(name)
+        try:
+            folder = (
+                pinned_version(settings.model_dir, name, pinned)
+                if pinned
+                else newest_version(settings.model_dir, name)
+            )
+            metadata = read_metadata(folder)
+        except ModelLoadError:
+            continue
+        served.setdefault(str(metadata.get("task", "")), []).append((name, metadata))
+    return served
+
+
+def _config(models: list[tuple[str, dict[str, Any]]], key: str, default: int) -> int:
+    value = models[0][1].get("config", {}).get(key) if models else None
+    return value if isinstance(value, int) else default
+
+
+def _number_list(low: int, high: int, item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": item, "minItems": low, "maxItems": high}
+
+
+def _bodies(served: Catalog) -> dict[str, dict[str, Any]]:
+    """The JSON bodies of the two prediction routes, with the constraints of their default models."""
+    digits, forecasts = served.get("digit-classification", []), served.get("forecasting", [])
+    side = _config(digits, "image_size", 28)
+    pixel = {"type": "number", "minimum": 0, "maximum": 255}
+    pixels = {
+        "description": f"{side} rows of {side} numbers, or {side * side} numbers: raw pixel values in "
+        "0–255, white digit on black (MNIST convention).",
+        "anyOf": [
+            _number_list(side * side, side * side, pixel),
+            _number_list(side, side, _number_list(side, side, pixel)),
+        ],
+    }
+    image = {"type": "string", "minLength": 1, "description": "Base64 of a PNG, JPEG, BMP or WebP file."}
+    one_image = [
+        {
+            "type": "object",
+            "properties": {"pixels": pixels},
+            "required": ["pixels"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"image": image},
+            "required": ["image"],
+            "additionalProperties": False,
+        },
+    ]
+    shortest, longest = _config(forecasts, "min_length", 1), _config(forecasts, "max_length", 4096)
+    series = {**_number_list(shortest, longest, {"type": "number"}), "description": "Oldest value first."}
+    horizon = {"type": "integer", "minimum": 1, "maximum": _config(forecasts, "max_horizon", 128)}
+    levels = {
+        **_number_list(1, 10, {"type": "number", "minimum": 1, "exclusiveMaximum": 100}),
+        "uniqueItems": True,
+        "description": "Central prediction-interval levels in percent (default [80, 95]).",
+    }
+    one_series = {
+        "type": "object",
+        "properties": {"series": series, "horizon": horizon, "levels": levels},
+        "required": ["series", "horizon"],
+        "additionalProperties": False,
+    }
+
+    def body(task_models: list[tuple[str, dict[str, Any]]], forms: list[dict[str, Any]]) -> dict[str, Any]:
+        named = (
+            {"model": {"type": "string", "enum": [name for name, _ in task_models]}} if task_models else {}
+        )
+        alone = [{**form, "properties": {**form["properties"], **named}} for form in forms]
+        many = {
+            "type": "object",
+            "properties": {"inputs": {"type": "array", "items": {"oneOf": forms}, "minItems": 1}, **named},
+            "required": ["inputs"],
+            "additionalProperties": False,
+        }
+        return {"oneOf": [*alone, many]}
+
+    return {"/predict/digit": body(digits, one_image), "/forecast": body(forecasts, [one_series])}
+
+
+def _name_parameters(schema: dict[str, Any], served: Catalog) -> None:
+    """Enumerate the served models (and their versions) wherever a path or query names one."""
+    everything = [model for models in served.values() for model in models]
+    names = [name for name, _ in everything]
+    versions = sorted({str(metadata.get("version", "")) for _, metadata in everything} - {""})
+    tasks = {"/predict/digit": "digit-classification", "/forecast": "forecasting"}
+    for path, operations in schema["paths"].items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "model_name":
+                    parameter["schema"] = {"type": "string", "enum": names}
+                elif parameter["name"] == "model_version" and versions:
+                    parameter["schema"] = {"type": "string", "enum": versions}
+                elif parameter["name"] == "model" and path in tasks:
+                    task_names = [name for name, _ in served.get(tasks[path], [])]
+                    parameter["schema"] = {"type": "string", "enum": task_names}
+
+
+def document(app: FastAPI, routes: Sequence[DirectRoute], settings: Settings) -> None:
+    """Add the direct routes' operations to the app's OpenAPI schema (and so to /docs), first, with the
+    constraints of the models served."""
+    framework_schema: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = framework_schema()
+            served = catalog(settings)
+            direct = {}
+            for route in routes:
+                for path, operation in {route.path: route.openapi, **route.also_documented}.items():
+                    direct[path] = {"post": copy.deepcopy(operation)}
+            for path, body in _bodies(served).items():
+                direct[path]["post"]["requestBody"]["content"]["application/json"]["schema"] = body
+            schema["paths"] = {**direct, **schema["paths"]}
+            _name_parameters(schema, served)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -82,6 +82,7 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
 ) -> None:
     found = operations(api_schema)[operation]
     calls = []
+    statuses: list[int] = []
 
     @given(case=found.as_strategy())
     @settings(
@@ -92,11 +93,19 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(
     )
     def fuzz(case: schemathesis.Case) -> None:
         calls.append(case)
-        case.call_and_validate(
+        response = case.call_and_validate(
             timeout=30, checks=[not_a_server_error, status_code_conformance, response_schema_conformance]
         )
+        statuses.append(response.status_code)
 
     fuzz()
-    print(f"\n{operation}: {len(calls)} generated requests")
-    # A body or a path parameter gives room for many cases; an operation without either has one.
-    assert len(calls) >= (1 if operation in WITHOUT_INPUTS else 20)
+    print(f"\n{operation}: {len(calls)} generated requests, statuses {sorted(set(statuses))}")
+    # A body gives room for many cases; the model names and versions are enumerated, so an operation
+    # with only those has a few; an operation without inputs has one.
+    has_body = operation.startswith("POST") and operation not in WITHOUT_INPUTS
+    assert len(calls) >= (20 if has_body else 1)
+    if "{model_name}" in operation and not has_body:
+        # The schema names the served models, so generated requests reach them rather than 404.
+        assert 200 in statuses
+    if has_body:  # answered or refused as bad input (a version another model has is unknown here)
+        assert set(statuses) <= {200, 400, 404, 422}, sorted(set(statuses))
