@@ -15,17 +15,15 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import numpy as np
+from local_server import ServerNotReady, start_service, stop
 
 MODEL_OF_ROUTE = {"/predict/digit": "digit_lstm", "/forecast": "sine_gru"}
 
@@ -134,38 +132,19 @@ async def measure(url: str, route: str, concurrency: int, requests_per_client: i
     return Result(route, concurrency, len(latencies), seconds, latencies, inputs / max(calls, 1))
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextmanager
 def started_service() -> Iterator[str]:
     """`python -m service` on a free port, with this shell's RNNSERVE_* settings; its URL once ready."""
-    port = free_port()
-    environment = os.environ | {"RNNSERVE_PORT": str(port), "RNNSERVE_HOST": "127.0.0.1"}
-    environment.setdefault("RNNSERVE_LOG_LEVEL", "WARNING")  # a log line per request would be measured too
-    repo_root = Path(__file__).resolve().parent.parent
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=repo_root, env=environment)
-    url = f"http://127.0.0.1:{port}"
+    # A log line per request would be measured too, unless this shell asks for them.
+    settings = {} if "RNNSERVE_LOG_LEVEL" in os.environ else {"log_level": "WARNING"}
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the service exited with status {process.returncode}")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the service was not ready within 120 s")
-            time.sleep(0.2)
+        url, process = start_service(settings, inherit=True)
+    except ServerNotReady as exc:
+        raise SystemExit(str(exc)) from None
+    try:
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        stop(process, timeout_s=60)
 
 
 def main() -> None:

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from local_server import ServerNotReady, start_service, stop
+from process_stats import open_descriptors, process_tree_rss
 
 REPO = Path(__file__).resolve().parent.parent
 DIGIT = {"pixels": [[0] * 12 + [200] * 4 + [0] * 12] * 28}
@@ -51,31 +50,6 @@ class Sample:
         )
 
 
-def tree(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError):
-            continue
-    found = [pid]
-    for parent in found:
-        found += [child for child, ppid in parents.items() if ppid == parent]
-    return found
-
-
-def rss_mb_and_fds(pid: int) -> tuple[float, int]:
-    rss, fds = 0.0, 0
-    for process in tree(pid):
-        try:
-            status = Path(f"/proc/{process}/status").read_text()
-            rss += int(re.search(r"VmRSS:\s+(\d+)", status)[1]) / 1024  # type: ignore[index]
-            fds += len(os.listdir(f"/proc/{process}/fd"))
-        except (OSError, TypeError):
-            continue
-    return rss, fds
-
-
 def hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | None) -> dict[str, float]:
     """One `hey` run: requests, errors (non-2xx and transport errors), p50 and p99 in ms, req/s."""
     command = ["hey", "-z", f"{seconds:g}s", "-c", str(concurrency), "-m", "POST", "-T", "application/json"]
@@ -99,30 +73,6 @@ def hey(url: str, body: Path, seconds: float, concurrency: int, rate: float | No
     }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_service(port: int) -> subprocess.Popen[bytes]:
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
-    environment |= {"RNNSERVE_PORT": str(port), "RNNSERVE_LOG_LEVEL": "WARNING", "RNNSERVE_DRAIN_S": "0"}
-    process = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=environment)
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return process
-        except OSError:
-            pass
-        if process.poll() is not None:
-            sys.exit(f"the service exited with {process.returncode}")
-        time.sleep(0.2)
-    process.kill()
-    sys.exit("the service was not ready within 120 s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,9 +87,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="0: a free one")
     args = parser.parse_args()
 
-    port = args.port or free_port()
-    process = start_service(port)
-    base = f"http://127.0.0.1:{port}"
+    try:  # logs at WARNING: a line per request would cost the service CPU during the soak
+        base, process = start_service({"log_level": "WARNING", "drain_s": "0"}, port=args.port)
+    except ServerNotReady as exc:
+        sys.exit(str(exc))
     samples: list[Sample] = []
     with tempfile.TemporaryDirectory() as scratch:
         bodies = {route: Path(scratch) / route.strip("/").replace("/", "-") for route in ROUTES}
@@ -152,14 +103,13 @@ def main() -> None:
             while (elapsed := time.monotonic() - started) < args.seconds:
                 route = list(ROUTES)[len(samples) % len(ROUTES)]
                 run = hey(base + route, bodies[route], args.interval, 16, args.load * capacity[route])
-                rss, fds = rss_mb_and_fds(process.pid)
+                rss, fds = process_tree_rss(process.pid)[1], open_descriptors(process.pid)
                 sample = Sample(elapsed + args.interval, route, int(run["requests"]), int(run["errors"]),
                                 run["p50"], run["p99"], rss, fds)  # fmt: skip
                 samples.append(sample)
                 print(sample.row(), file=sys.stderr)
         finally:
-            process.send_signal(signal.SIGTERM)
-            code = process.wait(timeout=60)
+            code = stop(process, timeout_s=60)
     verdict = judge(samples, args.fd_slack) + ([f"the service exited with {code}"] if code != 0 else [])
     write_report(args, capacity, samples, verdict)
     print("\n".join(verdict) or "soak passed: no errors, memory and descriptors flat")

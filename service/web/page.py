@@ -1,8 +1,9 @@
 """The page at `/` that lets a person try both models in a browser: draw a digit, forecast a series.
 
 It is static: `index.html` and its scripts and styles in `static/`, served under `/page/assets/`,
-nothing from another host. The page calls the same API as every other client (`POST /predict/digit`,
-`POST /forecast`), with the API key a person enters in it, so the page itself needs no key.
+nothing from another host. The page calls the same API as every other client (`GET /models` for the
+models a person may choose, `POST /predict/digit`, `POST /forecast`), with the API key a person enters
+in it, so the page itself needs no key.
 """
 
 from __future__ import annotations

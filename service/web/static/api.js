@@ -30,13 +30,26 @@ export class ApiError extends Error {
 }
 
 /** POST `body` as JSON to `path` of this service; its JSON answer, or an ApiError. */
-export async function postJson(path, body) {
-  const headers = { "Content-Type": "application/json", Accept: "application/json" };
+export function postJson(path, body) {
+  return callJson(path, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+/** GET `path` of this service; its JSON answer, or an ApiError. */
+export function getJson(path) {
+  return callJson(path, { method: "GET", headers: {} });
+}
+
+async function callJson(path, request) {
+  const headers = { ...request.headers, Accept: "application/json" };
   const key = storedKey();
   if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
-    response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+    response = await fetch(path, { ...request, headers });
   } catch {
     throw new ApiError(
       `Could not reach the service at ${location.origin}: check that it is running and that this ` +

@@ -1,19 +1,26 @@
 // The digit panel: a black canvas to draw on with a white brush (mouse, pen or finger), the drawing sent
-// to POST /predict/digit as it changes, and the answer shown as the predicted digit and ten bars.
+// to POST /predict/digit as it changes (to the model chosen), and the answer shown as the predicted digit,
+// ten bars and the model that gave it.
 
 import { postJson, showError } from "./api.js";
 import { mnistPixels } from "./mnist.js";
+import { ModelChoice, answeredBy } from "./models.js";
 
 /** Brush width in canvas pixels (the canvas is 280 wide: a tenth of the 28×28 field is 2.8 pixels). */
 const BRUSH = 20;
 
 export class DigitPanel {
+  /** The task of the models this panel offers (GET /models). */
+  static task = "digit-classification";
+
   constructor(panel) {
     this.panel = panel;
     this.canvas = panel.querySelector("#digit-canvas");
     this.context = this.canvas.getContext("2d", { willReadFrequently: true });
     this.result = panel.querySelector("#digit-result");
     this.confidence = panel.querySelector("#digit-confidence");
+    this.answered = panel.querySelector("#digit-answered");
+    this.models = new ModelChoice(panel.querySelector("#digit-model-choice"), () => this.modelChanged());
     this.hint = panel.querySelector("#digit-hint");
     this.error = panel.querySelector("#digit-error");
     this.bars = buildBars(panel.querySelector("#digit-bars"));
@@ -90,6 +97,13 @@ export class DigitPanel {
     if (!this.inFlight) this.send();
   }
 
+  /** Another model was chosen: the drawing goes to it. */
+  modelChanged() {
+    if (!this.drawn) return;
+    this.version += 1; // an answer from the model chosen before is shown, then replaced
+    if (!this.inFlight) this.send();
+  }
+
   /** Send the drawing again (after an API key was entered, say). */
   resend() {
     if (this.drawn && !this.inFlight) this.send();
@@ -110,7 +124,8 @@ export class DigitPanel {
     let prediction = null;
     let failure = null;
     try {
-      prediction = await postJson("/predict/digit", { pixels });
+      const model = this.models.chosen();
+      prediction = await postJson("/predict/digit", model ? { pixels, model } : { pixels });
     } catch (error) {
       failure = error;
     } finally {
@@ -135,6 +150,8 @@ export class DigitPanel {
     this.confidence.textContent = prediction
       ? `with probability ${(prediction.confidence * 100).toFixed(1)} %`
       : "";
+    const by = answeredBy(prediction);
+    this.answered.textContent = by ? `Answered by ${by}` : "";
     this.bars.forEach((bar, digit) => {
       const probability = prediction ? prediction.probabilities[digit] : 0;
       bar.row.dataset.probability = prediction ? String(probability) : "";

@@ -1,32 +1,32 @@
-// The forecast plot on a <canvas>: the history, the forecast mean and its 80 % and 95 % bands (shaded),
-// with axes. Colours match the legend in index.html (page.css).
+// The forecast plot on a <canvas>: the history, the forecast mean and its 80 % and 95 % bands (filled),
+// with axes. The colours are page.css's `--plot-*` properties, which the legend's swatches use too, in
+// the page's light and dark schemes alike.
 
-export const COLOURS = {
-  history: "#1f2937",
-  mean: "#c2410c",
-  band95: "rgba(234, 88, 12, 0.2)",
-  band80: "rgba(234, 88, 12, 0.45)",
-  grid: "#e5e7eb",
-  axis: "#6b7280",
-  text: "#374151",
-};
+const COLOUR_NAMES = ["background", "history", "mean", "band80", "band95", "grid", "axis", "text"];
 const MARGIN = { left: 56, right: 16, top: 14, bottom: 34 };
 /** History shown before the forecast, at most: longer series are cut in the plot. */
 const MIN_HISTORY_SHOWN = 256;
 
+/** The plot's colours, by name: the canvas's `--plot-<name>` CSS properties (page.css). */
+function plotColours(canvas) {
+  const style = getComputedStyle(canvas);
+  return Object.fromEntries(COLOUR_NAMES.map((name) => [name, style.getPropertyValue(`--plot-${name}`).trim()]));
+}
+
 /**
  * Draw `series` and, when given, `forecast` (the service's answer: `forecast` and `intervals` with
  * "80" and "95") on `canvas`, sized to its box on the page; `zoom` shows only the forecast and as many
- * values before it as half its horizon. Returns how many values of the series the plot shows (the
- * last ones).
+ * values before it as half its horizon. Returns `shown`, how many values of the series the plot shows
+ * (the last ones), and `bandPixels`, the widest the 95 % band is drawn, in CSS pixels (0 without one).
  */
 export function drawForecastPlot(canvas, series, forecast, zoom = false) {
   const context = fitToBox(canvas);
+  const colours = plotColours(canvas);
   const width = canvas.clientWidth;
   const height = canvas.clientHeight;
-  context.fillStyle = "#fff";
+  context.fillStyle = colours.background;
   context.fillRect(0, 0, width, height);
-  if (!series.length) return 0;
+  if (!series.length) return { shown: 0, bandPixels: 0 };
   const horizon = forecast ? forecast.forecast.length : 0;
   const wanted =
     zoom && forecast ? Math.max(8, Math.ceil(horizon / 2)) : Math.max(MIN_HISTORY_SHOWN, 4 * horizon);
@@ -49,9 +49,10 @@ export function drawForecastPlot(canvas, series, forecast, zoom = false) {
   const x = (step) => area.left + ((step - xs[0]) / (xs[1] - xs[0])) * (area.right - area.left);
   const y = (value) => area.bottom - ((value - low) / (high - low)) * (area.bottom - area.top);
 
-  drawAxes(context, area, { x, y, xs, ys: [low, high] });
+  drawAxes(context, area, { x, y, xs, ys: [low, high] }, colours);
   bands.forEach((band, i) => {
-    context.fillStyle = i === 0 ? COLOURS.band95 : COLOURS.band80;
+    // Opaque fills, the 80 % band over the 95 % one: each has its own colour, whatever lies beneath.
+    context.fillStyle = i === 0 ? colours.band95 : colours.band80;
     context.beginPath();
     steps.forEach((step, j) => context.lineTo(x(step), y(band.upper[j])));
     for (let j = steps.length - 1; j >= 0; j--) context.lineTo(x(steps[j]), y(band.lower[j]));
@@ -66,7 +67,7 @@ export function drawForecastPlot(canvas, series, forecast, zoom = false) {
         [x(series.length - 1), area.top],
         [x(series.length - 1), area.bottom],
       ],
-      COLOURS.axis,
+      colours.axis,
       1,
     );
     context.setLineDash([]);
@@ -75,17 +76,18 @@ export function drawForecastPlot(canvas, series, forecast, zoom = false) {
     line(
       context,
       mean.map(([step, value]) => [x(step), y(value)]),
-      COLOURS.mean,
-      1.5,
+      colours.mean,
+      2.5,
     );
   }
   line(
     context,
     history.map(([step, value]) => [x(step), y(value)]),
-    COLOURS.history,
+    colours.history,
     1.5,
   );
-  return shown;
+  const widest = bands.length ? Math.max(...bands[0].upper.map((upper, j) => upper - bands[0].lower[j])) : 0;
+  return { shown, bandPixels: (widest / (high - low)) * (area.bottom - area.top) };
 }
 
 /** Size the canvas's bitmap to its box on the page (sharp on high-density screens); its context,
@@ -116,9 +118,9 @@ function ticks(low, high, count) {
   return { values, decimals: Math.max(0, -Math.floor(Math.log10(step))) };
 }
 
-function drawAxes(context, area, scale) {
+function drawAxes(context, area, scale, colours) {
   context.font = "12px system-ui, sans-serif";
-  context.fillStyle = COLOURS.text;
+  context.fillStyle = colours.text;
   const across = ticks(scale.ys[0], scale.ys[1], Math.max(2, Math.round((area.bottom - area.top) / 50)));
   context.textAlign = "right";
   context.textBaseline = "middle";
@@ -130,7 +132,7 @@ function drawAxes(context, area, scale) {
         [area.left, at],
         [area.right, at],
       ],
-      COLOURS.grid,
+      colours.grid,
       1,
     );
     context.fillText(value.toFixed(across.decimals), area.left - 6, at);
@@ -146,7 +148,7 @@ function drawAxes(context, area, scale) {
         [at, area.bottom],
         [at, area.bottom + 4],
       ],
-      COLOURS.axis,
+      colours.axis,
       1,
     );
     context.fillText(step.toFixed(along.decimals), at, area.bottom + 6);
@@ -160,7 +162,7 @@ function drawAxes(context, area, scale) {
       [area.left, area.bottom],
       [area.right, area.bottom],
     ],
-    COLOURS.axis,
+    colours.axis,
     1,
   );
 }
