@@ -13,15 +13,19 @@ import numpy as np
 import torch
 
 
-def base_parser(description: str, epochs: int) -> argparse.ArgumentParser:
+def base_parser(description: str, epochs: str) -> argparse.ArgumentParser:
+    """The options every trainer has. Those that set a recipe field (--epochs, --seed, --dry-run and the
+    trainer's own) default to None: not given, the recipe's value stands. `epochs` says what that is."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--epochs", type=int, default=epochs, help="training epochs (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights, data order and noise")
+    parser.add_argument("--epochs", type=int, help=f"training epochs (default {epochs})")
+    parser.add_argument("--seed", type=int, help="seed for weights, data order and noise (default 0)")
     parser.add_argument("--out", type=Path, default=Path("models"), help="model repository root")
     parser.add_argument("--version", help="version folder to write (default: one past the newest)")
     parser.add_argument("--report-dir", type=Path, help="where metrics and plots go (default reports/...)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--dry-run", action="store_true", help="train on a tiny slice, in seconds")
+    parser.add_argument(
+        "--dry-run", action="store_true", default=None, help="the recipe on a tiny slice, in seconds"
+    )
     return parser
 
 

@@ -1,22 +1,23 @@
 """The training half of `python -m training.compare`: the budgets, and the digit and forecasting
-sections, each variant trained with the same budget and seed, exported and scored on its export."""
+sections, each variant trained with the same budget and seed, exported and scored on its export.
+
+Every digit variant is trained by digit_lstm's recipe and functions (`training.digit.fit`); every
+forecaster cell by the one loop (`training.loop.train`) with forecast recipe v1's optimisation."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
-import math
 import shutil
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from training import loop
 from training.cells import (
     CELL_TYPES,
     CellForecaster,
@@ -27,16 +28,15 @@ from training.cells import (
     recurrent_parameters,
 )
 from training.common import seed_everything, write_json
-from training.data import DataNotFoundError, load_mnist
-from training.digit import INPUTS as DIGIT_INPUTS
-from training.digit import OUTPUTS as DIGIT_OUTPUTS
-from training.digit import eager_accuracy, onnx_predictions, random_affine
+from training.digit import DigitData, eager_accuracy, export_checked, fit, load_data
+from training.digit_recipe import DigitRecipe, describe
 from training.evaluate_forecast import EVAL_HISTORY, EVAL_HORIZON, evaluate
 from training.export import check_parity, export_model, write_metadata
 from training.forecast import INPUTS as FORECAST_INPUTS
-from training.forecast import MIN_LENGTH, loss_fn, outputs, training_batch
+from training.forecast import MIN_LENGTH, forecast_loss, outputs, training_batch
+from training.forecast_recipes import RECIPES
 from training.memory_probe import ProbeBudget
-from training.networks import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES
+from training.networks import IMAGE_SIZE
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +74,21 @@ class Budget:
     speed_rounds: int = 5
     speed_seconds: float = 2.0
     speed_steps: int = 5
+    dry_run: bool = False
+
+    def digit_recipe(self, seed: int) -> DigitRecipe:
+        """digit_lstm's recipe with this budget's network size, epochs and data."""
+        return DigitRecipe(
+            hidden_size=self.digit_hidden_size,
+            num_layers=self.digit_layers,
+            epochs=self.digit_epochs,
+            batch_size=self.digit_batch_size,
+            lr=self.digit_lr,
+            train_images=self.digit_train_images,
+            test_images=self.digit_test_images,
+            seed=seed,
+            dry_run=self.dry_run,
+        )
 
 
 DRY_RUN = Budget(
@@ -91,119 +106,51 @@ DRY_RUN = Budget(
     speed_rounds=1,
     speed_seconds=0.05,
     speed_steps=1,
+    dry_run=True,
 )
-
-
-def digit_metadata(
-    name: str,
-    budget: Budget,
-    bidirectional: bool,
-    train_count: int,
-    test_count: int,
-    seconds: float,
-    seed: int,
-    metrics: dict[str, Any],
-) -> dict[str, Any]:
-    """metadata.json's fields, as digit_lstm's."""
-    cell = VARIANTS[name][0]
-    kind = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
-    direction = "bidirectional " if bidirectional else ""
-    return {
-        "name": f"digit_{name}",
-        "version": "1",
-        "task": "digit-classification",
-        "description": f"{budget.digit_layers}-layer {direction}{kind} reading "
-        "an MNIST image as 28 rows of 28 pixels; linear head on "
-        + ("the last row forwards and the first backwards" if bidirectional else "the last row"),
-        "inputs": [s.as_json() for s in DIGIT_INPUTS],
-        "outputs": [s.as_json() for s in DIGIT_OUTPUTS],
-        "config": {
-            "cell": cell,
-            "bidirectional": bidirectional,
-            "hidden_size": budget.digit_hidden_size,
-            "num_layers": budget.digit_layers,
-            "dropout": 0.1,
-            "image_size": IMAGE_SIZE,
-            "num_classes": NUM_CLASSES,
-        },
-        "preprocessing": {
-            "input": "raw pixels 0..255, white digit on black, 28x28 (MNIST convention)",
-            "inside_graph": f"(pixels / 255 - {MNIST_MEAN}) / {MNIST_STD}, then softmax on the logits",
-        },
-        "training": {
-            "dataset": f"MNIST via torchvision ({train_count} train / {test_count} test images)",
-            "epochs": budget.digit_epochs,
-            "batch_size": budget.digit_batch_size,
-            "optimizer": "AdamW, weight decay 1e-4",
-            "schedule": f"one-cycle, max lr {budget.digit_lr}",
-            "label_smoothing": 0.05,
-            "gradient_clip": 1.0,
-            "augmentation": "random affine: ±10°, ±10 % scale, ±2 px shift",
-            "seed": seed,
-            "device": "cpu",
-            "dry_run": budget is DRY_RUN,
-            "seconds": round(seconds, 1),
-        },
-        "metrics": metrics,
-    }
+FORECAST_RECIPE = RECIPES["v1"]
+"""Whose weight decay, warm-up and gradient clip the forecaster cells train with."""
 
 
 def train_digit_variant(
-    name: str, data: tuple[torch.Tensor, ...], budget: Budget, seed: int, out_dir: Path, argv: list[str]
+    name: str, data: DigitData, budget: Budget, seed: int, out_dir: Path, argv: list[str]
 ) -> dict[str, Any]:
     """Train, export to `out_dir` (digit_lstm's interface) and score one digit variant."""
-    train_images, train_labels, test_images, test_labels = data
     cell, bidirectional = VARIANTS[name]
+    recipe = budget.digit_recipe(seed)
     seed_everything(seed)
-    network = DigitRecurrent(cell, budget.digit_hidden_size, budget.digit_layers, 0.1, bidirectional)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=budget.digit_lr, weight_decay=1e-4)
-    steps = math.ceil(len(train_images) / budget.digit_batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=budget.digit_lr, total_steps=budget.digit_epochs * steps, pct_start=0.15
-    )
-    generator = torch.Generator().manual_seed(seed)
-    epoch_seconds = []
-    for epoch in range(1, budget.digit_epochs + 1):
-        network.train()
-        order = torch.randperm(len(train_images), generator=generator)
-        started = time.perf_counter()
-        for step in range(steps):
-            index = order[step * budget.digit_batch_size : (step + 1) * budget.digit_batch_size]
-            images = random_affine(train_images[index].to(torch.float32), generator)
-            loss = F.cross_entropy(network(images), train_labels[index], label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            if (step + 1) % 100 == 0:
-                logger.info(
-                    "digit_%s epoch %d step %d/%d: loss %.4f", name, epoch, step + 1, steps, loss.item()
-                )
-        epoch_seconds.append(time.perf_counter() - started)
-        logger.info("digit_%s epoch %d: %.0f s", name, epoch, epoch_seconds[-1])
-    seen = min(10_000, len(train_images))  # the gap: clean training images vs the test set
-    train_accuracy = eager_accuracy(network, train_images[:seen], train_labels[:seen], torch.device("cpu"))
-    test_accuracy = eager_accuracy(network, test_images, test_labels, torch.device("cpu"))
+    network = DigitRecurrent(cell, recipe.hidden_size, recipe.num_layers, recipe.dropout, bidirectional)
+    fitted = fit(network, data, recipe, f"digit_{name}")
+    seen = min(10_000, len(data.train_images))  # the gap: clean training images vs the test set
+    train_accuracy = eager_accuracy(network, data.train_images[:seen], data.train_labels[:seen])
     classifier = DigitVariantClassifier(network).eval()
-    export_model(classifier, (test_images[:2].to(torch.float32),), DIGIT_INPUTS, DIGIT_OUTPUTS, out_dir)
-    cases = [(torch.rand(b, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 255,) for b in (1, 37)]
-    parity = check_parity(out_dir, classifier, cases)
-    onnx_accuracy = float(
-        (onnx_predictions(out_dir / "model.onnx", test_images.numpy()) == test_labels.numpy()).mean()
-    )
+    parity, predictions = export_checked(classifier, out_dir, data, seed)
+    onnx_accuracy = float((predictions == data.test_labels.numpy()).mean())
     metrics = {
         "test_accuracy_onnx": onnx_accuracy,
-        "test_accuracy_eager": test_accuracy,
-        "test_images": len(test_images),
+        "test_accuracy_eager": fitted.history["test accuracy (eager)"][-1],
+        "test_images": len(data.test_images),
         "train_accuracy_clean": train_accuracy,
         "train_images_scored": seen,
         "parity_max_relative_difference": parity,
     }
-    metadata = digit_metadata(
-        name, budget, bidirectional, len(train_images), len(test_images), sum(epoch_seconds), seed, metrics
+    kind = {"rnn": "tanh RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
+    description = (
+        f"{recipe.num_layers}-layer {'bidirectional ' if bidirectional else ''}{kind} reading an MNIST image "
+        "as 28 rows of 28 pixels; linear head on "
+        + ("the last row forwards and the first backwards" if bidirectional else "the last row")
     )
-    write_metadata(out_dir, metadata, "training.compare", argv)
+    metadata = describe(
+        recipe,
+        name=f"digit_{name}",
+        version="1",
+        description=description,
+        config={"cell": cell, "bidirectional": bidirectional},
+        images=(len(data.train_images), len(data.test_images)),
+        device="cpu",
+        seconds=sum(fitted.epoch_seconds),
+    )
+    write_metadata(out_dir, metadata | {"metrics": metrics}, "training.compare", argv)
     logger.info(
         "digit_%s: ONNX test accuracy %.4f, clean train accuracy %.4f", name, onnx_accuracy, train_accuracy
     )
@@ -213,9 +160,9 @@ def train_digit_variant(
         "bidirectional": bidirectional,
         "parameters": parameter_count(network),
         "recurrent_parameters": recurrent_parameters(
-            cell, IMAGE_SIZE, budget.digit_hidden_size, budget.digit_layers, bidirectional
+            cell, IMAGE_SIZE, recipe.hidden_size, recipe.num_layers, bidirectional
         ),
-        "seconds_per_epoch": epoch_seconds,
+        "seconds_per_epoch": fitted.epoch_seconds,
         "test_accuracy": onnx_accuracy,
         "train_accuracy": train_accuracy,
         "train_test_gap": train_accuracy - onnx_accuracy,
@@ -224,17 +171,7 @@ def train_digit_variant(
 
 
 def run_digits(args: argparse.Namespace, budget: Budget, argv: list[str]) -> dict[str, Any]:
-    try:
-        train_images, train_labels = load_mnist(args.data_dir, train=True)
-        test_images, test_labels = load_mnist(args.data_dir, train=False)
-    except DataNotFoundError as error:
-        raise SystemExit(str(error)) from error
-    data = (
-        train_images[: budget.digit_train_images],
-        train_labels[: budget.digit_train_images],
-        test_images[: budget.digit_test_images],
-        test_labels[: budget.digit_test_images],
-    )
+    data = load_data(args.data_dir, budget.digit_recipe(args.seed))
     results: dict[str, Any] = {}
     for name in args.variants:
         out_dir = args.report_dir / "models" / f"digit_{name}" / "1"
@@ -249,32 +186,36 @@ def train_forecaster(cell: CellType, budget: Budget, seed: int, out_dir: Path) -
     """Train CellForecaster with `cell` on the v1 sine family, export it, run protocol v1 on the export."""
     seed_everything(seed)
     network = CellForecaster(cell, budget.forecast_hidden_size, max_horizon=EVAL_HORIZON)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=budget.forecast_lr, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=budget.forecast_lr, weight_decay=FORECAST_RECIPE.weight_decay
+    )
     total = budget.forecast_epochs * budget.forecast_steps
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=budget.forecast_lr, total_steps=total, pct_start=0.1
+        optimizer, max_lr=budget.forecast_lr, total_steps=total, pct_start=FORECAST_RECIPE.warmup
     )
     rng = np.random.default_rng(seed)
-    first_batch = None
+    draws = (
+        training_batch(rng, budget.forecast_batch_size, EVAL_HISTORY, EVAL_HORIZON, MIN_LENGTH)
+        for _ in itertools.count()
+    )
+    first_batch = next(draws)
+    batches = itertools.chain([first_batch], draws)
     epoch_seconds = []
     for epoch in range(1, budget.forecast_epochs + 1):
-        network.train()
-        started = time.perf_counter()
-        for _ in range(budget.forecast_steps):
-            batch = training_batch(rng, budget.forecast_batch_size, EVAL_HISTORY, EVAL_HORIZON, MIN_LENGTH)
-            first_batch = first_batch or batch
-            values, mask, target, amplitude = batch
-            mean, std = network(values, mask)
-            loss = loss_fn(mean, std, target, amplitude)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-        epoch_seconds.append(time.perf_counter() - started)
-        logger.info("forecast %s epoch %d: loss %.4f, %.0f s", cell, epoch, loss.item(), epoch_seconds[-1])
+        label = f"forecast_{cell} epoch {epoch}/{budget.forecast_epochs}"
+        trained = loop.train(
+            network,
+            optimizer,
+            batches,
+            forecast_loss,
+            steps=budget.forecast_steps,
+            schedule=schedule,
+            clip_norm=FORECAST_RECIPE.gradient_clip,
+            label=label,
+        )
+        epoch_seconds.append(trained.seconds)
+        logger.info("%s: loss %.4f, %.0f s", label, trained.losses[-1], trained.seconds)
     network.eval()
-    assert first_batch is not None
     values, mask, target, _ = first_batch
     full = mask[:, 0] == 1  # the rows with the whole 256-value history, as the protocol's
     with torch.no_grad():

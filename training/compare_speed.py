@@ -5,6 +5,7 @@ run mean much), and what the machine was."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import math
@@ -17,54 +18,47 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from training import loop
 from training.cells import CELL_TYPES, CellForecaster, DigitRecurrent, cell_type
 from training.compare_runs import VARIANTS, Budget
 from training.data import load_mnist
 from training.evaluate_forecast import EVAL_HISTORY, EVAL_HORIZON
-from training.forecast import MIN_LENGTH, loss_fn, training_batch
+from training.export import onnx_session
+from training.forecast import MIN_LENGTH, forecast_loss, training_batch
 from training.networks import IMAGE_SIZE, NUM_CLASSES
 
 logger = logging.getLogger(__name__)
 
 
-def step_seconds(network: nn.Module, loss_of: Callable[[nn.Module], torch.Tensor], steps: int) -> float:
+Workload = tuple[tuple[torch.Tensor, ...], Callable[[nn.Module, Any], loop.StepLoss]]
+"""A fixed training batch and the loss of a step on it."""
+
+
+def step_seconds(network: nn.Module, workload: Workload, steps: int) -> float:
     """Median seconds of a training step (forward, backward, AdamW), after two warm-up steps."""
+    batch, loss_of = workload
     optimizer = torch.optim.AdamW(network.parameters())
-    times = []
-    for step in range(2 + steps):
-        started = time.perf_counter()
-        loss = loss_of(network)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= 2:
-            times.append(time.perf_counter() - started)
-    return float(np.median(times))
+    trained = loop.train(
+        network, optimizer, itertools.repeat(batch), loss_of, steps=2 + steps, clip_norm=None
+    )
+    return float(np.median(trained.step_seconds[2:]))
 
 
-def training_losses(budget: Budget, seed: int) -> dict[str, Callable[[nn.Module], torch.Tensor]]:
-    """One fixed batch's loss for each digit variant and each forecaster cell, by model name."""
+def workloads(budget: Budget, seed: int) -> dict[str, Workload]:
+    """One fixed batch and its loss for each digit variant and each forecaster cell, by model name."""
     generator = torch.Generator().manual_seed(seed)
     images = torch.rand(budget.digit_batch_size, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 255
     labels = torch.randint(0, NUM_CLASSES, (budget.digit_batch_size,), generator=generator)
-    values, mask, target, amplitude = training_batch(
+    series = training_batch(
         np.random.default_rng(seed), budget.forecast_batch_size, EVAL_HISTORY, EVAL_HORIZON, MIN_LENGTH
     )
-
-    def digit_loss(network: nn.Module) -> torch.Tensor:
-        return F.cross_entropy(network(images), labels)
-
-    def forecast_loss(network: nn.Module) -> torch.Tensor:
-        mean, std = network(values, mask)
-        return loss_fn(mean, std, target, amplitude)
-
-    losses: dict[str, Callable[[nn.Module], torch.Tensor]] = {
-        f"digit_{name}": digit_loss for name in VARIANTS
+    digit: Workload = ((images, labels), loop.classification_loss)
+    forecast: Workload = (series, forecast_loss)
+    return {f"digit_{name}": digit for name in VARIANTS} | {
+        f"forecast_{cell}": forecast for cell in CELL_TYPES
     }
-    return losses | {f"forecast_{cell}": forecast_loss for cell in CELL_TYPES}
 
 
 def fresh_network(model: str, budget: Budget) -> nn.Module:
@@ -85,12 +79,12 @@ def run_speed(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
     pixels = load_mnist(args.data_dir, train=False)[0][:64].numpy().astype(np.float32)
     series = np.random.default_rng(args.seed).normal(size=(64, EVAL_HISTORY)).astype(np.float32)
     feeds = {"digit": {"pixels": pixels}, "forecast": {"series": series, "mask": np.ones_like(series)}}
-    losses = training_losses(budget, args.seed)
+    losses = workloads(budget, args.seed)
     steps: dict[str, list[float]] = {model: [] for model in losses}
     throughput: dict[str, dict[str, list[float]]] = {model: {"1": [], "64": []} for model in exports}
     for round_number in range(budget.speed_rounds):
-        for model, loss_of in losses.items():
-            steps[model].append(step_seconds(fresh_network(model, budget), loss_of, budget.speed_steps))
+        for model, workload in losses.items():
+            steps[model].append(step_seconds(fresh_network(model, budget), workload, budget.speed_steps))
         for model, path in exports.items():
             for batch in (1, 64):
                 rate = onnx_throughput(path, feeds[model.split("_")[0]], batch, budget.speed_seconds)
@@ -118,14 +112,7 @@ def run_speed(args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
 
 def onnx_throughput(path: Path, feeds: dict[str, np.ndarray], batch: int, seconds: float) -> float:
     """Items a second through ONNX Runtime (2 intra-op threads, no spinning) at `batch`, over `seconds`."""
-    import onnxruntime
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = 2
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, threads=2)
     inputs = {name: np.ascontiguousarray(value[:batch]) for name, value in feeds.items()}
     session.run(None, inputs)
     runs, started = 0, time.perf_counter()

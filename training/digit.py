@@ -1,6 +1,10 @@
 """Train the digit LSTM on MNIST, export it, and measure the export with ONNX Runtime.
 
 python -m training.digit --data-dir ../shared/data --out models
+
+The steps, in order: `load_data`, `train_epoch` (one pass over the training images), `eager_accuracy`
+(evaluate), `fit` (the epochs), `export_checked` (ONNX and TorchScript, parity, ONNX predictions).
+The comparison (`training.compare_runs`) trains its digit variants with the same functions.
 """
 
 from __future__ import annotations
@@ -10,33 +14,54 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
-from training import plots
+from training import loop, plots
 from training.common import base_parser, pick_device, seed_everything, setup_logging, write_json
 from training.data import DataNotFoundError, load_mnist
-from training.export import TensorSpec, check_parity, export_model, next_version, onnx_session, write_metadata
-from training.networks import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, NUM_CLASSES, DigitClassifier, DigitLSTM
+from training.digit_recipe import INPUTS, OUTPUTS, DigitRecipe, describe
+from training.export import ONNX_FILE, check_parity, export_model, next_version, onnx_session, write_metadata
+from training.networks import IMAGE_SIZE, DigitClassifier, DigitLSTM
+from training.recipes import with_overrides
 
 logger = logging.getLogger(__name__)
 
 NAME = "digit_lstm"
-INPUTS = [
-    TensorSpec(
-        "pixels", ("batch", IMAGE_SIZE, IMAGE_SIZE), "raw pixels in [0, 255], white digit on black (MNIST)"
+
+
+@dataclass(frozen=True)
+class DigitData:
+    train_images: torch.Tensor  # uint8, N×28×28
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+
+@dataclass
+class Fitted:
+    history: dict[str, list[float]] = field(
+        default_factory=lambda: {"train loss": [], "train accuracy": [], "test accuracy (eager)": []}
     )
-]
-OUTPUTS = [
-    TensorSpec("logits", ("batch", NUM_CLASSES), "unnormalised class scores for digits 0-9"),
-    TensorSpec("probabilities", ("batch", NUM_CLASSES), "softmax of the logits"),
-]
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+def load_data(data_dir: Path, recipe: DigitRecipe) -> DigitData:
+    """MNIST, cut to the recipe's numbers of training and test images."""
+    try:
+        train_images, train_labels = load_mnist(data_dir, train=True)
+        test_images, test_labels = load_mnist(data_dir, train=False)
+    except DataNotFoundError as error:
+        raise SystemExit(str(error)) from error
+    train, test = slice(recipe.train_images), slice(recipe.test_images)
+    return DigitData(train_images[train], train_labels[train], test_images[test], test_labels[test])
 
 
 def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -61,152 +86,132 @@ def random_affine(images: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return warped.squeeze(1)
 
 
-@torch.no_grad()
-def eager_accuracy(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, device: torch.device
-) -> float:
-    model.eval()
-    correct = 0
-    for start in range(0, len(images), 1000):
-        batch = images[start : start + 1000].to(device, torch.float32)
-        correct += int((model(batch).argmax(1).cpu() == labels[start : start + 1000]).sum())
-    return correct / len(images)
+def train_epoch(
+    network: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    data: DigitData,
+    recipe: DigitRecipe,
+    generator: torch.Generator,
+    label: str,
+) -> loop.TrainedSteps:
+    """One pass over the training images in a fresh order, augmented when the recipe says so."""
+    device = next(network.parameters()).device
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(len(data.train_images), generator=generator)
+        for index in order.split(recipe.batch_size):
+            images = data.train_images[index].to(torch.float32)
+            if recipe.augment:
+                images = random_affine(images, generator)
+            yield images.to(device), data.train_labels[index].to(device)
+
+    loss_of = partial(loop.classification_loss, label_smoothing=recipe.label_smoothing)
+    steps = math.ceil(len(data.train_images) / recipe.batch_size)
+    return loop.train(
+        network,
+        optimizer,
+        batches(),
+        loss_of,
+        steps=steps,
+        schedule=schedule,
+        clip_norm=recipe.gradient_clip,
+        label=label,
+    )
+
+
+def eager_accuracy(network: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy of the eager network on uint8 `images`, in batches of 1000."""
+    device = next(network.parameters()).device
+    parts = loop.chunks(len(images), 1000)
+    batches = ((images[p].to(device, torch.float32), labels[p].to(device)) for p in parts)
+    return loop.accuracy(network, batches)
+
+
+def fit(network: nn.Module, data: DigitData, recipe: DigitRecipe, name: str) -> Fitted:
+    """Train `network` for the recipe's epochs (AdamW, one-cycle); the test accuracy after each."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    steps = recipe.epochs * math.ceil(len(data.train_images) / recipe.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=recipe.lr, total_steps=steps, pct_start=recipe.warmup
+    )
+    generator = torch.Generator().manual_seed(recipe.seed)
+    fitted = Fitted()
+    for epoch in range(1, recipe.epochs + 1):
+        label = f"{name} epoch {epoch}/{recipe.epochs}"
+        trained = train_epoch(network, optimizer, schedule, data, recipe, generator, label)
+        test_accuracy = eager_accuracy(network, data.test_images, data.test_labels)
+        scores = (trained.mean_loss, trained.accuracy, test_accuracy)
+        for values, value in zip(fitted.history.values(), scores, strict=True):
+            values.append(value)
+        fitted.epoch_seconds.append(trained.seconds)
+        logger.info("%s: loss %.4f, train acc %.4f, test acc %.4f, %.0f s", label, *scores, trained.seconds)
+    return fitted
 
 
 def onnx_predictions(path: Path, images: np.ndarray) -> np.ndarray:
     """Predicted digits for uint8 images through ONNX Runtime on the CPU."""
     session = onnx_session(path)
-    predictions = [
-        session.run(["probabilities"], {"pixels": images[start : start + 1000].astype(np.float32)})[0].argmax(
-            1
-        )
-        for start in range(0, len(images), 1000)
-    ]
-    return np.concatenate(predictions)
+    pixels = images.astype(np.float32)
+    parts = loop.chunks(len(images), 1000)
+    return np.concatenate([session.run(["probabilities"], {"pixels": pixels[p]})[0].argmax(1) for p in parts])
 
 
-def train(args: Any, argv: list[str]) -> None:
+def export_checked(
+    classifier: nn.Module, out_dir: Path, data: DigitData, seed: int
+) -> tuple[float, np.ndarray]:
+    """Export to ONNX and TorchScript and check both against the eager model on random images; the
+    largest relative difference, and the ONNX export's predictions for the test images."""
+    export_model(classifier, (data.test_images[:2].to(torch.float32),), INPUTS, OUTPUTS, out_dir)
+    generator = torch.Generator().manual_seed(seed)
+    cases = [(torch.rand(b, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 255,) for b in (1, 37)]
+    parity = check_parity(out_dir, classifier, cases)
+    return parity, onnx_predictions(out_dir / ONNX_FILE, data.test_images.numpy())
+
+
+def train(recipe: DigitRecipe, args: argparse.Namespace, argv: list[str]) -> None:
+    """Train by `recipe`, export into args.out, write the metrics and plots into args.report_dir."""
     device = pick_device(args.device)
-    seed_everything(args.seed)
-    try:
-        train_images, train_labels = load_mnist(args.data_dir, train=True)
-        test_images, test_labels = load_mnist(args.data_dir, train=False)
-    except DataNotFoundError as error:
-        raise SystemExit(str(error)) from error
-    if args.dry_run:
-        train_images, train_labels = train_images[:2048], train_labels[:2048]
-        test_images, test_labels = test_images[:1000], test_labels[:1000]
-    epochs = 1 if args.dry_run else args.epochs
-
-    network = DigitLSTM(hidden_size=args.hidden_size, num_layers=args.num_layers, dropout=args.dropout).to(
-        device
-    )
-    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(train_images) / args.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=epochs * steps_per_epoch, pct_start=0.15
-    )
-    generator = torch.Generator().manual_seed(args.seed)
-    history: dict[str, list[float]] = {"train loss": [], "train accuracy": [], "test accuracy (eager)": []}
+    seed_everything(recipe.seed)
+    data = load_data(args.data_dir, recipe)
+    network = DigitLSTM(recipe.hidden_size, recipe.num_layers, recipe.dropout).to(device)
     started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        network.train()
-        order = torch.randperm(len(train_images), generator=generator)
-        total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{epochs}", unit="batch", mininterval=2.0)
-        for step in bar:
-            index = order[step * args.batch_size : (step + 1) * args.batch_size]
-            images = train_images[index].to(torch.float32)
-            if args.augment:
-                images = random_affine(images, generator)
-            images, labels = images.to(device), train_labels[index].to(device)
-            logits = network(images)
-            loss = F.cross_entropy(logits, labels, label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            total_loss += loss.item() * len(index)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(index)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
-        test_accuracy = eager_accuracy(network, test_images, test_labels, device)
-        history["train loss"].append(total_loss / seen)
-        history["train accuracy"].append(correct / seen)
-        history["test accuracy (eager)"].append(test_accuracy)
-        logger.info(
-            "epoch %d: loss %.4f, train acc %.4f, test acc %.4f",
-            epoch,
-            total_loss / seen,
-            correct / seen,
-            test_accuracy,
-        )
+    fitted = fit(network, data, recipe, NAME)
     duration = time.perf_counter() - started
 
     version = args.version or next_version(args.out / NAME)
     out_dir = args.out / NAME / version
     classifier = DigitClassifier(network.cpu()).eval()
-    example = (test_images[:2].to(torch.float32),)
-    export_model(classifier, example, INPUTS, OUTPUTS, out_dir)
-    parity_cases = [(torch.rand(b, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 255,) for b in (1, 37)]
-    parity = check_parity(out_dir, classifier, parity_cases)
-
-    predictions = onnx_predictions(out_dir / "model.onnx", test_images.numpy())
-    onnx_accuracy = float((predictions == test_labels.numpy()).mean())
+    parity, predictions = export_checked(classifier, out_dir, data, recipe.seed)
+    onnx_accuracy = float((predictions == data.test_labels.numpy()).mean())
     metrics = {
         "test_accuracy_onnx": onnx_accuracy,
-        "test_accuracy_eager": history["test accuracy (eager)"][-1],
-        "test_images": len(test_images),
-        "train_loss": history["train loss"][-1],
+        "test_accuracy_eager": fitted.history["test accuracy (eager)"][-1],
+        "test_images": len(data.test_images),
+        "train_loss": fitted.history["train loss"][-1],
         "parity_max_relative_difference": parity,
     }
-    metadata = {
-        "name": NAME,
-        "version": version,
-        "task": "digit-classification",
-        "description": "2-layer LSTM reading an MNIST image as 28 rows of 28 pixels, "
-        "linear head on the last row",
-        "inputs": [s.as_json() for s in INPUTS],
-        "outputs": [s.as_json() for s in OUTPUTS],
-        "config": {
-            "hidden_size": args.hidden_size,
-            "num_layers": args.num_layers,
-            "dropout": args.dropout,
-            "image_size": IMAGE_SIZE,
-            "num_classes": NUM_CLASSES,
-        },
-        "preprocessing": {
-            "input": "raw pixels 0..255, white digit on black, 28x28 (MNIST convention)",
-            "inside_graph": f"(pixels / 255 - {MNIST_MEAN}) / {MNIST_STD}, then softmax on the logits",
-        },
-        "training": {
-            "dataset": f"MNIST via torchvision ({len(train_images)} train / {len(test_images)} test images)",
-            "epochs": epochs,
-            "batch_size": args.batch_size,
-            "optimizer": "AdamW, weight decay 1e-4",
-            "schedule": f"one-cycle, max lr {args.lr}",
-            "label_smoothing": 0.05,
-            "gradient_clip": 1.0,
-            "augmentation": "random affine: ±10°, ±10 % scale, ±2 px shift" if args.augment else "none",
-            "seed": args.seed,
-            "device": str(device),
-            "dry_run": args.dry_run,
-            "seconds": round(duration, 1),
-        },
-        "metrics": metrics,
-    }
-    write_metadata(out_dir, metadata, "training.digit", argv)
+    description = (
+        f"{recipe.num_layers}-layer LSTM reading an MNIST image as 28 rows of 28 pixels, "
+        "linear head on the last row"
+    )
+    metadata = describe(
+        recipe,
+        name=NAME,
+        version=version,
+        description=description,
+        config={},
+        images=(len(data.train_images), len(data.test_images)),
+        device=str(device),
+        seconds=duration,
+    )
+    write_metadata(out_dir, metadata | {"metrics": metrics}, "training.digit", argv)
 
     report_dir = args.report_dir or Path("reports") / NAME / version
-    write_json(report_dir / "metrics.json", {"metrics": metrics, "history": history})
-    plots.curves(report_dir / "curves.png", history, f"{NAME} v{version}")
-    plots.confusion_matrix(
-        report_dir / "confusion.png",
-        test_labels.numpy(),
-        predictions,
-        f"{NAME} v{version}: ONNX Runtime, test accuracy {onnx_accuracy:.4f}",
-    )
+    write_json(report_dir / "metrics.json", {"metrics": metrics, "history": fitted.history})
+    plots.curves(report_dir / "curves.png", fitted.history, f"{NAME} v{version}")
+    title = f"{NAME} v{version}: ONNX Runtime, test accuracy {onnx_accuracy:.4f}"
+    plots.confusion_matrix(report_dir / "confusion.png", data.test_labels.numpy(), predictions, title)
     logger.info(
         "exported %s (ONNX test accuracy %.4f, %.0f s of training); report in %s",
         out_dir,
@@ -217,22 +222,23 @@ def train(args: Any, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("Train and export the MNIST digit LSTM.", epochs=12)
+    defaults = DigitRecipe()
+    parser = base_parser("Train and export the MNIST digit LSTM.", epochs=str(defaults.epochs))
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=Path("data"),
         help="folder holding MNIST/raw (downloaded there when missing)",
     )
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True)
+    for option in ("batch_size", "lr", "hidden_size", "num_layers", "dropout"):
+        value = getattr(defaults, option)
+        parser.add_argument(f"--{option.replace('_', '-')}", type=type(value), help=f"default {value}")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, help="default: on")
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    train(parser.parse_args(argv), argv)
+    args = parser.parse_args(argv)
+    recipe = with_overrides(defaults.dry() if args.dry_run else defaults, args)
+    train(recipe, args, argv)
 
 
 if __name__ == "__main__":

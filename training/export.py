@@ -12,13 +12,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from service.repository import sha256_of
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 logger = logging.getLogger(__name__)
 
@@ -64,11 +67,18 @@ def command_line(module: str, argv: Sequence[str]) -> str:
     return " ".join(["python", "-m", module, *(shlex.quote(a) for a in argv)])
 
 
-def onnx_session(path: Path) -> Any:
+def onnx_session(path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
+    """An ONNX Runtime session for the model at `path` on the CPU, with `threads` intra-op threads
+    (None: ONNX Runtime's choice, one per core) that sleep when idle instead of spinning: spinning
+    threads take the cores that torch and the HTTP side share with them."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
     return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

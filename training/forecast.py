@@ -11,25 +11,27 @@ protocol v1 and protocol v2 (`training.evaluate_forecast`).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from service.series import interval, normal_quantile, pad_left
-from training import evaluate_forecast, plots
+from training import evaluate_forecast, loop, plots
 from training.common import base_parser, pick_device, seed_everything, setup_logging, write_json
 from training.data import V1_FAMILY, SeriesFamily, seed_curve, sine_series
 from training.evaluate_forecast import EVAL_HORIZON, EVAL_SEED, evaluate, run_onnx
 from training.export import TensorSpec, check_parity, export_model, next_version, write_metadata
-from training.forecast_recipes import MIN_LENGTH, RECIPES, Recipe, describe
+from training.forecast_recipes import MIN_LENGTH, RECIPES, ForecastRecipe, describe
 from training.networks import HarmonicGRU, SeriesGRU
+from training.recipes import with_overrides
 
 logger = logging.getLogger(__name__)
 
@@ -100,38 +102,28 @@ def loss_fn(
     return squared + (nll + torch.log(amplitude)[:, None]).mean()
 
 
-def build_network(recipe: Recipe, args: Any) -> nn.Module:
-    common = {"patch_size": args.patch_size, "hidden_size": args.hidden_size, "max_horizon": args.max_horizon}
+def build_network(recipe: ForecastRecipe) -> nn.Module:
+    sizes = {
+        "patch_size": recipe.patch_size,
+        "hidden_size": recipe.hidden_size,
+        "max_horizon": recipe.max_horizon,
+    }
     if recipe.network == "SeriesGRU":
-        return SeriesGRU(num_layers=args.num_layers, **common)
-    return HarmonicGRU(num_layers=args.num_layers, context_length=recipe.context_length, **common)
+        return SeriesGRU(num_layers=recipe.num_layers, **sizes)
+    return HarmonicGRU(num_layers=recipe.num_layers, context_length=recipe.context_length, **sizes)
 
 
-def batch_for(recipe: Recipe, args: Any, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, ...]:
+def batch_for(recipe: ForecastRecipe, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, ...]:
     return training_batch(
-        rng, size, recipe.context_length, args.max_horizon, MIN_LENGTH, args.patch_size, recipe.family,
+        rng, size, recipe.context_length, recipe.max_horizon, MIN_LENGTH, recipe.patch_size, recipe.family,
         recipe.lengths,
     )  # fmt: skip
 
 
-def train_epoch(
-    network: nn.Module, batches: Any, optimizer: Any, schedule: Any, steps: int, label: str
-) -> float:
-    network.train()
-    total = 0.0
-    bar = tqdm(range(steps), desc=label, unit="step", mininterval=5.0)
-    for step in bar:
-        values, mask, target, amplitude = next(batches)
-        mean, std = network(values, mask)
-        loss = loss_fn(mean, std, target, amplitude)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        total += loss.item()
-        bar.set_postfix(loss=f"{total / (step + 1):.4f}")
-    return total / steps
+def forecast_loss(network: nn.Module, batch: tuple[torch.Tensor, ...]) -> loop.StepLoss:
+    values, mask, target, amplitude = batch
+    mean, std = network(values, mask)
+    return loop.StepLoss(loss_fn(mean, std, target, amplitude))
 
 
 def validate(network: nn.Module, val: tuple[torch.Tensor, ...]) -> tuple[float, float]:
@@ -158,20 +150,19 @@ def calibrate_std(network: HarmonicGRU, val: tuple[torch.Tensor, ...], level: fl
     return [round(float(f), 4) for f in factors]
 
 
-def export_checked(network: nn.Module, out_dir: Path, args: Any, context: int) -> float:
+def export_checked(network: nn.Module, out_dir: Path, recipe: ForecastRecipe) -> float:
     """Export to ONNX and TorchScript; the largest relative difference from the eager model."""
-    generator = torch.Generator().manual_seed(args.seed)
-    example = tuple(
-        torch.from_numpy(a) for a in pad_left([np.linspace(0, 1, 40, dtype=np.float32)], args.patch_size)
-    )
-    export_model(network, example, INPUTS, outputs(args.max_horizon), out_dir)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    patch, context = recipe.patch_size, recipe.context_length
+    example = tuple(torch.from_numpy(a) for a in pad_left([np.linspace(0, 1, 40, dtype=np.float32)], patch))
+    export_model(network, example, INPUTS, outputs(recipe.max_horizon), out_dir)
     cases = []
     for batch, lengths in ((1, [16]), (1, [context]), (37, [16, 100, context, 37])):
         windows = [
             np.asarray(torch.randn(lengths[i % len(lengths)], generator=generator) * 3 + 1)
             for i in range(batch)
         ]
-        cases.append(tuple(torch.from_numpy(a) for a in pad_left(windows, args.patch_size)))
+        cases.append(tuple(torch.from_numpy(a) for a in pad_left(windows, patch)))
     return check_parity(out_dir, network, cases)
 
 
@@ -197,54 +188,56 @@ def plot_examples(path: Path, onnx_path: Path, context: int, patch: int) -> floa
     return seed_mae
 
 
-def train(args: Any, argv: list[str]) -> None:
-    recipe = RECIPES[args.recipe]
-    device = pick_device(args.device)
-    torch.set_num_threads(args.threads)
-    seed_everything(args.seed)
-    rng = np.random.default_rng(args.seed)
-    epochs = 1 if args.dry_run else args.epochs
-    steps = 5 if args.dry_run else args.steps_per_epoch
-    if args.dry_run:
-        args.batch_size = min(args.batch_size, 32)
-    network = build_network(recipe, args).to(device)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-4)
+def fit(network: nn.Module, recipe: ForecastRecipe, device: torch.device) -> dict[str, list[float]]:
+    """Train for the recipe's epochs on fresh batches; the losses and validation scores of each epoch."""
+    optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=epochs * steps, pct_start=0.1
+        optimizer,
+        max_lr=recipe.lr,
+        total_steps=recipe.epochs * recipe.steps_per_epoch,
+        pct_start=recipe.warmup,
     )
-    # Fixed validation draws (not test sets): one for the curves, one for the std calibration.
-    val = batch_for(recipe, args, np.random.default_rng(EVAL_SEED + 1), 64 if args.dry_run else 512)
-    batches = (
-        tuple(t.to(device) for t in batch_for(recipe, args, rng, args.batch_size)) for _ in iter(int, 1)
-    )
-    history: dict[str, list[float]] = {"train loss": [], "validation loss": [], "validation MAE (h=32)": []}
-    started = time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        train_loss = train_epoch(network, batches, optimizer, schedule, steps, f"epoch {epoch}/{epochs}")
-        val_loss, val_mae = validate(network, tuple(t.to(device) for t in val))
-        for key, value in zip(history, (train_loss, val_loss, val_mae), strict=True):
-            history[key].append(value)
-        logger.info("epoch %d: train loss %.4f, validation loss %.4f, validation MAE %.4f",
-                    epoch, train_loss, val_loss, val_mae)  # fmt: skip
-    duration = time.perf_counter() - started
-    network = network.cpu().eval()
-    calibration = None
-    if recipe.calibrate_std:
-        assert isinstance(network, HarmonicGRU)
-        held = batch_for(recipe, args, np.random.default_rng(EVAL_SEED + 2), 128 if args.dry_run else 4096)
-        calibration = calibrate_std(network, held)
-        logger.info("std calibration (steps 1, 8, 32, 128): %s", [calibration[i] for i in (0, 7, 31, 127)])
+    # A fixed validation draw (not a test set) for the curves.
+    val = batch_for(recipe, np.random.default_rng(EVAL_SEED + 1), recipe.validation_series)
+    rng = np.random.default_rng(recipe.seed)
 
-    version = args.version or next_version(args.out / NAME)
-    out_dir = args.out / NAME / version
-    parity = export_checked(network, out_dir, args, recipe.context_length)
-    onnx_path = out_dir / "model.onnx"
-    context, patch = recipe.context_length, args.patch_size
-    report = evaluate(onnx_path, context, patch, 32 if args.dry_run else evaluate_forecast.EVAL_SERIES)
-    report_dir = args.report_dir or Path("reports") / NAME / version
+    def batches() -> Iterator[tuple[torch.Tensor, ...]]:
+        while True:
+            yield tuple(t.to(device) for t in batch_for(recipe, rng, recipe.batch_size))
+
+    stream = batches()
+    history: dict[str, list[float]] = {"train loss": [], "validation loss": [], "validation MAE (h=32)": []}
+    for epoch in range(1, recipe.epochs + 1):
+        label = f"{NAME} epoch {epoch}/{recipe.epochs}"
+        trained = loop.train(
+            network,
+            optimizer,
+            stream,
+            forecast_loss,
+            steps=recipe.steps_per_epoch,
+            schedule=schedule,
+            clip_norm=recipe.gradient_clip,
+            label=label,
+        )
+        val_loss, val_mae = validate(network, tuple(t.to(device) for t in val))
+        for values, value in zip(history.values(), (trained.mean_loss, val_loss, val_mae), strict=True):
+            values.append(value)
+        logger.info(
+            "%s: train loss %.4f, validation loss %.4f, validation MAE %.4f",
+            label,
+            trained.mean_loss,
+            val_loss,
+            val_mae,
+        )
+    return history
+
+
+def evaluate_export(onnx_path: Path, recipe: ForecastRecipe, report_dir: Path) -> dict[str, Any]:
+    """Protocols v1 and v2 on the export, the seed curve (its picture into `report_dir`), missed targets."""
+    context, patch = recipe.context_length, recipe.patch_size
+    report = evaluate(onnx_path, context, patch, recipe.eval_series)
     report["seed_curve_mae"] = plot_examples(report_dir / "forecasts.png", onnx_path, context, patch)
-    report["parity_max_relative_difference"] = parity
-    per_set = 16 if args.dry_run else evaluate_forecast.V2_SERIES
+    per_set = recipe.protocol_v2_series
     protocol_v2: dict[str, Any] = {
         "description": evaluate_forecast.protocol_v2_description() | {"series_per_set": per_set},
         "model": evaluate_forecast.evaluate_v2(onnx_path, context, patch, per_set),
@@ -254,13 +247,40 @@ def train(args: Any, argv: list[str]) -> None:
         protocol_v2["model"], report["seed_curve_mae"]
     )
     report["protocol_v2"] = protocol_v2
-    metadata = describe(recipe, args, version, epochs, steps, str(device), duration, calibration) | {
+    return report
+
+
+def train(recipe: ForecastRecipe, args: argparse.Namespace, argv: list[str]) -> None:
+    """Train by `recipe`, calibrate, export into args.out and evaluate; reports into args.report_dir."""
+    device = pick_device(args.device)
+    torch.set_num_threads(args.threads)
+    seed_everything(recipe.seed)
+    network = build_network(recipe).to(device)
+    started = time.perf_counter()
+    history = fit(network, recipe, device)
+    duration = time.perf_counter() - started
+    network = network.cpu().eval()
+    calibration = None
+    if recipe.calibrate_std:
+        assert isinstance(network, HarmonicGRU)
+        held = batch_for(recipe, np.random.default_rng(EVAL_SEED + 2), recipe.calibration_series)
+        calibration = calibrate_std(network, held)
+        logger.info("std calibration (steps 1, 8, 32, 128): %s", [calibration[i] for i in (0, 7, 31, 127)])
+
+    version = args.version or next_version(args.out / NAME)
+    out_dir = args.out / NAME / version
+    parity = export_checked(network, out_dir, recipe)
+    report_dir = args.report_dir or Path("reports") / NAME / version
+    report = evaluate_export(out_dir / "model.onnx", recipe, report_dir)
+    report["parity_max_relative_difference"] = parity
+    metadata = describe(recipe, version, str(device), args.threads, duration, calibration) | {
         "inputs": [s.as_json() for s in INPUTS],
-        "outputs": [s.as_json() for s in outputs(args.max_horizon)],
+        "outputs": [s.as_json() for s in outputs(recipe.max_horizon)],
     }
     write_metadata(out_dir, metadata | {"metrics": report}, "training.forecast", argv)
     write_json(report_dir / "metrics.json", {"metrics": report, "history": history})
     plots.curves(report_dir / "curves.png", history, f"{NAME} v{version}")
+    protocol_v2 = report["protocol_v2"]
     logger.info(
         "exported %s in %.0f s of training; protocol v1: %s; protocol v2: %s; missed: %s",
         out_dir, duration, report["model"], protocol_v2["model"], protocol_v2["missed_targets"],
@@ -268,31 +288,29 @@ def train(args: Any, argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = base_parser("Train and export the sine-series GRU forecaster.", epochs=0)
+    epochs = ", ".join(f"{name} {recipe.epochs}" for name, recipe in RECIPES.items())
+    parser = base_parser("Train and export the sine-series GRU forecaster.", epochs=f"the recipe's: {epochs}")
     parser.add_argument(
         "--recipe", choices=sorted(RECIPES), default="v2",
         help="v2 (default): HarmonicGRU, context 1024, P 4–256, s ≤ 0.2, calibrated std; "
         "v1: SeriesGRU, context 256, P 16–64, s ≤ 0.1 (how version 1 was made)",
     )  # fmt: skip
-    parser.add_argument("--steps-per-epoch", type=int, help="default: the recipe's")
-    parser.add_argument("--batch-size", type=int, help="default: the recipe's")
-    parser.add_argument("--lr", type=float, help="peak learning rate; default: the recipe's")
-    parser.add_argument("--patch-size", type=int, default=8)
-    parser.add_argument("--hidden-size", type=int, help="default: the recipe's")
-    parser.add_argument("--num-layers", type=int, default=2)
-    parser.add_argument("--max-horizon", type=int, default=128)
+    for option, kind in (
+        ("steps_per_epoch", int),
+        ("batch_size", int),
+        ("lr", float),
+        ("hidden_size", int),
+        ("patch_size", int),
+        ("num_layers", int),
+        ("max_horizon", int),
+    ):
+        parser.add_argument(f"--{option.replace('_', '-')}", type=kind, help="default: the recipe's")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
-    parser.set_defaults(epochs=None)
-    epochs_help = ", ".join(f"{name} {recipe.epochs}" for name, recipe in RECIPES.items())
-    parser._option_string_actions["--epochs"].help = f"training epochs (default: the recipe's, {epochs_help})"
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     recipe = RECIPES[args.recipe]
-    for option in ("epochs", "steps_per_epoch", "batch_size", "lr", "hidden_size"):
-        if getattr(args, option) is None:
-            setattr(args, option, getattr(recipe, option))
-    train(args, argv)
+    train(with_overrides(recipe.dry() if args.dry_run else recipe, args), args, argv)
 
 
 if __name__ == "__main__":

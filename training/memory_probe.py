@@ -15,9 +15,9 @@ default `unit_forget_bias`): with torch's 0 it did not learn even L = 10 in a fe
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from training import loop
 from training.cells import CellType, recurrent_layer
 
 logger = logging.getLogger(__name__)
@@ -81,37 +82,23 @@ def train_and_score(cell: CellType, length: int, budget: ProbeBudget, lr: float,
     generator = torch.Generator().manual_seed(seed)
     network = CopyFirstReader(cell, budget.hidden_size)
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
-    started = time.perf_counter()
-    losses: list[float] = []
-    network.train()
-    for step in range(1, budget.steps + 1):
-        sequences, answers = copy_first_batch(generator, budget.batch_size, length)
-        loss = F.cross_entropy(network(sequences), answers)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(network.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 50 == 0:
-            logger.info(
-                "probe %s L=%d lr %g step %d/%d: loss %.3f", cell, length, lr, step, budget.steps, loss.item()
-            )
-    seconds = time.perf_counter() - started
+    batches = (copy_first_batch(generator, budget.batch_size, length) for _ in itertools.count())
+    label = f"probe {cell} L={length} lr {lr:g}"
+    trained = loop.train(
+        network, optimizer, batches, loop.classification_loss, steps=budget.steps, label=label
+    )
     test_generator = torch.Generator().manual_seed(seed + 1_000_003)
-    network.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, budget.eval_sequences, 256):
-            count = min(256, budget.eval_sequences - start)
-            sequences, answers = copy_first_batch(test_generator, count, length)
-            correct += int((network(sequences).argmax(1) == answers).sum())
-    tail = losses[-max(1, len(losses) // 10) :]
+    tests = (
+        copy_first_batch(test_generator, part.stop - part.start, length)
+        for part in loop.chunks(budget.eval_sequences, 256)
+    )
+    tail = trained.losses[-max(1, trained.steps // 10) :]
     return {
         "lr": lr,
-        "accuracy": correct / budget.eval_sequences,
+        "accuracy": loop.accuracy(network, tests),
         "final_train_loss": sum(tail) / len(tail),
         "chance_loss": math.log(SYMBOLS),
-        "seconds": round(seconds, 2),
+        "seconds": round(trained.seconds, 2),
     }
 
 

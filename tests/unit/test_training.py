@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,11 @@ import torch
 from service.repository import sha256_of
 from service.series import pad_left, recent_window
 from training import digit, forecast
+from training.digit_recipe import DigitRecipe
 from training.export import check_parity, export_model, onnx_session
+from training.forecast_recipes import RECIPES, ForecastRecipe
 from training.networks import DigitClassifier, DigitLSTM, SeriesGRU
+from training.recipes import from_dict, from_metadata
 
 TOLERANCE = 1e-5
 
@@ -55,6 +59,33 @@ def test_digit_dry_run_trains_exports_and_reports(tmp_path: Path, mnist_dir: Pat
     for picture in ("curves.png", "confusion.png"):
         assert (tmp_path / "report" / picture).stat().st_size > 1000
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["metrics"]["test_images"] == 1000
+
+
+def test_dry_run_metadata_holds_the_whole_recipe(tmp_path: Path, mnist_dir: Path) -> None:
+    """The recipe, with the command line's overrides, is written whole and reads back equal."""
+    options = ["--seed", "4", "--hidden-size", "32", "--no-augment", "--batch-size", "256"]
+    places = ["--data-dir", str(mnist_dir), "--out", str(tmp_path / "m"), "--report-dir", str(tmp_path / "r")]
+    digit.main(["--dry-run", *places, *options])
+    expected = replace(DigitRecipe().dry(), seed=4, hidden_size=32, augment=False, batch_size=256)
+    path = _only_version(tmp_path / "m" / "digit_lstm") / "metadata.json"
+    metadata = json.loads(path.read_text())
+    assert set(metadata["recipe"]) == {f.name for f in fields(DigitRecipe)}
+    assert metadata["recipe"] == asdict(expected)
+    assert from_metadata(DigitRecipe, path) == expected
+    assert metadata["config"]["hidden_size"] == 32 and metadata["training"]["augmentation"] == "none"
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["metrics"]["test_images"] == 1000
+
+
+def test_recipes_read_back_from_json_and_refuse_what_they_do_not_hold(models_dir: Path) -> None:
+    for recipe in RECIPES.values():
+        written = json.loads(json.dumps(asdict(recipe.dry())))  # tuples become lists, as in metadata.json
+        assert from_dict(ForecastRecipe, written) == recipe.dry()
+    with pytest.raises(ValueError, match="no field 'learning_rate'"):
+        from_dict(DigitRecipe, {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"not a DigitRecipe.*epochs"):
+        from_dict(DigitRecipe, {"epochs": "many"})
+    with pytest.raises(ValueError, match="no 'recipe' section"):
+        from_metadata(DigitRecipe, _committed(models_dir, "digit_lstm") / "metadata.json")
 
 
 def test_digit_without_data_names_the_layout(tmp_path: Path) -> None:
@@ -104,6 +135,7 @@ def test_forecast_dry_runs_follow_their_recipe(tmp_path: Path) -> None:
         assert metadata["config"]["network"] == network
         assert metadata["config"]["context_length"] == context
         assert metadata["training"]["recipe"] == recipe and metadata["training"]["family"] == family
+        assert from_metadata(ForecastRecipe, metadata) == RECIPES[recipe].dry()
         assert metadata["metrics"]["parity_max_relative_difference"] <= TOLERANCE
         assert set(metadata["metrics"]["protocol_v2"]["model"]) == {"family", "short", "long", "unseen"}
     calibration = json.loads(next((tmp_path / "v2").rglob("metadata.json")).read_text())["training"]
