@@ -35,7 +35,7 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         registry: Registry
         if settings.engine_address:  # an HTTP worker: the models run in the model engine
-            registry = await RemoteRegistry.open(settings)
+            registry = await RemoteRegistry.open(settings, service_metrics)
         else:
             registry = await ModelRegistry.open(settings, service_metrics)
         try:

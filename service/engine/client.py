@@ -1,9 +1,11 @@
 """An HTTP worker's side of the model engine: one client for the channel, and the registry and queues
-that the routes use in place of local models."""
+that the routes use in place of local models, which refuse a request before it is read on the engine's
+shared queue state (`service.engine.queue_state`)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -12,7 +14,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from service.config import Settings
+from service.batching import Batcher
+from service.config import BatchSettings, Settings
 from service.engine.channel import Channel
 from service.engine.protocol import (
     ProtocolError,
@@ -22,7 +25,9 @@ from service.engine.protocol import (
     raise_error,
     unpack,
 )
+from service.engine.queue_state import QueueStateBoard, board_path
 from service.errors import ModelNotReady
+from service.metrics import BatcherMetrics, ServiceMetrics
 from service.registry import ServedModels, locate_for
 from service.repository import ModelLoadError
 
@@ -82,16 +87,89 @@ class EngineClient:
             answer.set_result(message)
 
 
-class RemoteQueue:
-    """A model's queue in the engine: `submit_many` as a local batcher has it."""
+class AdmissionView(Batcher[Any, Any]):
+    """The engine's batcher of one model as the queue-state board shows it, for `admit` alone.
 
-    def __init__(self, client: EngineClient, model: str, timeout_s: float) -> None:
+    It is never started. Each `admit` reads the batcher's state from the board (about 2 µs)
+    and asks `Batcher.admit`, so a worker refuses as the engine's batcher would, before the request's
+    body is read: the same errors and wording, the engine's Retry-After, and the refusals counted in
+    the same metrics. The board is behind the engine by at most the inputs in transit to it (see
+    `service.engine.queue_state`); what is admitted beyond the limit, the engine's queue refuses.
+    """
+
+    def __init__(
+        self, name: str, batching: BatchSettings, metrics: BatcherMetrics, board: QueueStateBoard, slot: int
+    ) -> None:
+        super().__init__(name, self._runs_in_the_engine, batching, metrics)
+        self._board = board
+        self._slot = slot
+        self._retry_after_s = 1
+
+    def admit(self, count: int = 1) -> None:
+        state = self._board.read(self._slot)
+        if state is None:
+            return  # the engine has not shared this queue: its own queue decides
+        self._closing, self.problem, self._depth = not state.serving, state.problem, state.depth
+        self._retry_after_s = state.retry_after_s
+        if state.capacity != self.policy.max_queue_size:
+            self.policy = dataclasses.replace(self.policy, max_queue_size=state.capacity)
+        super().admit(count)
+
+    def retry_after_s(self) -> int:
+        return self._retry_after_s
+
+    def _runs_in_the_engine(self, inputs: list[Any]) -> list[Any]:
+        raise RuntimeError(f"model {self.name} runs in the model engine, not in this process")
+
+
+def refusal_metrics(metrics: ServiceMetrics, model: str) -> BatcherMetrics:
+    """The metrics of a batcher that only admits: its refusals count under `model`, summed with the
+    engine's. The metrics of queues and model calls are left unlabelled, so that using one fails
+    loudly rather than report what this process never does (a labelled `ready` would also pull the
+    model's readiness, the minimum over every process, down to 0)."""
+    return BatcherMetrics(
+        batch_size=metrics.batch_size,
+        queue_depth=metrics.queue_depth,
+        queue_wait=metrics.queue_wait,
+        inference_time=metrics.inference_time,
+        cancelled=metrics.cancelled,
+        rejected_overloaded=metrics.rejected.labels(model, "overloaded"),
+        rejected_timeout=metrics.rejected,
+        rejected_shutdown=metrics.rejected.labels(model, "shutdown"),
+        ready=metrics.model_ready,
+    )
+
+
+def open_board(address: str) -> QueueStateBoard | None:
+    """The queue-state board of the engine at `address`; None, with a warning, if it shares none."""
+    path = board_path(address)
+    try:
+        return QueueStateBoard.open(path) if path is not None else None
+    except FileNotFoundError:
+        logger.warning(
+            "no queue-state board at %s: is the model engine running? Every request is read and sent, "
+            "and the engine refuses what does not fit",
+            path,
+        )
+        return None
+
+
+class RemoteQueue:
+    """A model's queue in the engine: `admit` and `submit_many` as a local batcher has them."""
+
+    def __init__(
+        self, client: EngineClient, model: str, timeout_s: float, admission: AdmissionView | None = None
+    ) -> None:
         self.client = client
         self.model = model
         self.timeout_s = timeout_s
+        self.admission = admission
 
     def admit(self) -> None:
-        """The engine's queue decides, once the request is read and sent."""
+        """Refuse a request now, before its body is read, if the engine's queue would, as its shared
+        state shows it; without that state the engine's queue decides, once the request is sent."""
+        if self.admission is not None:
+            self.admission.admit()
 
     async def submit_many(
         self, inputs: Sequence[np.ndarray], timeout_s: float | None = None
@@ -115,17 +193,26 @@ class RemoteRegistry(ServedModels):
         self._client = client
 
     @classmethod
-    async def open(cls, settings: Settings) -> RemoteRegistry:
+    async def open(cls, settings: Settings, metrics: ServiceMetrics | None = None) -> RemoteRegistry:
+        """The worker's fronts for the engine's models; `metrics` (the app's, else a set of its own)
+        count the requests this worker refuses before reading them."""
         client = EngineClient(settings.engine_address)
         client.start()
         registry = cls(settings, client)
+        board = open_board(settings.engine_address)
+        metrics = metrics or ServiceMetrics(settings.multiprocess_dir)
         # An answer can wait in the engine's queue for up to queue_timeout_s, then take one model call.
         timeout_s = settings.queue_timeout_s + 60.0
         for kind, name in registry._kinds:
             try:
                 served, artifact = await asyncio.to_thread(locate_for, kind, name, settings)
-                queue = RemoteQueue(client, name, timeout_s)
-                registry._served(served.remote(artifact, settings.batching_for(name), queue))
+                batching = settings.batching_for(name)
+                slot = board.slot(name) if board is not None else None
+                admission = None
+                if board is not None and slot is not None:
+                    admission = AdmissionView(name, batching, refusal_metrics(metrics, name), board, slot)
+                queue = RemoteQueue(client, name, timeout_s, admission)
+                registry._served(served.remote(artifact, batching, queue))
             except ModelLoadError as exc:
                 registry._problems[name] = str(exc)
         return registry

@@ -33,11 +33,20 @@ def start(models_dir: Path, log_path: Path, **settings: str) -> tuple[str, subpr
     return start_service(models_dir, log_path, workers="1", **settings)
 
 
-@pytest.fixture
-def held_service(models_dir: Path, tmp_path: Path) -> Iterator[str]:
-    """A service whose model waits 4 s for a batch to fill (max_batch_size 64): queued inputs stay queued."""
-    url, process = start(
-        models_dir, tmp_path / "service.log",
+SERVING_MODES = {
+    "one-process": {"workers": "1"},
+    # Two HTTP workers and one model engine: a worker refuses on the engine's shared queue state.
+    "engine": {"workers": "2", "engine": "process"},
+}
+
+
+@pytest.fixture(params=list(SERVING_MODES))
+def held_service(request: pytest.FixtureRequest, models_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """A service whose model waits 4 s for a batch to fill (max_batch_size 64): queued inputs stay queued.
+    It serves one model per task (models=""), so a full queue refuses a request before its body is read;
+    with several, another model of the task might take the request, which only its body can say."""
+    url, process = start_service(
+        models_dir, tmp_path / "service.log", **SERVING_MODES[request.param], models="",
         max_queue_size="8", max_inputs_per_request="8", max_delay_ms="4000", log_level="WARNING",
     )  # fmt: skip
     yield url
@@ -60,7 +69,11 @@ async def post(port: int) -> tuple[int, dict[str, str], float]:
 
 
 def metric(url: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+    return sample(httpx.get(f"{url}/metrics").text, name, **labels)
+
+
+def sample(metrics_text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(metrics_text):
         for sample in family.samples:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
@@ -115,12 +128,54 @@ def test_a_burst_of_600_connections_is_refused_at_once_and_the_admitted_are_answ
     refused = [(headers, seconds) for status, headers, seconds in outcomes if status == 429]
     assert all(int(headers["retry-after"]) >= 1 for headers, _ in refused)
     assert metric(held_service, "rnnserve_batch_size_sum", model="digit_lstm") == 8
-    # Two more bursts while the 8 admitted inputs still wait: every request is refused, on warm code.
+    # Each refusal counted once, by whichever process refused it (an HTTP worker or the model engine).
+    overloaded = {"model": "digit_lstm", "reason": "overloaded"}
+    assert metric(held_service, "rnnserve_rejected_inputs_total", **overloaded) == 592
+    # Two more bursts, on warm code: the first burst ended with its 8 answers, so each admits 8 again.
     medians = [statistics.median(seconds for _, seconds in refused)] + [
         statistics.median(seconds for _, _, seconds in burst(port)) for _ in range(2)
     ]
     print(f"\n429 medians of 3 bursts: {', '.join(f'{m * 1000:.0f}' for m in medians)} ms; "
           f"a server that only answers 429: {rejection_floor_ms(tmp_path):.0f} ms")  # fmt: skip
+
+
+def test_a_request_is_refused_before_its_body_is_sent_while_the_queue_is_full(held_service: str) -> None:
+    """Only the head of each request is sent: a server that read bodies before refusing would wait."""
+    port = int(held_service.rsplit(":", 1)[1])
+    images = bytes(bytearray(v for row in BAR for v in row)) * 8
+
+    async def head_only() -> tuple[int, dict[str, str], bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(HEAD)  # a JSON body of len(BODY) bytes is announced, and never sent
+        raw = await reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode().split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        body = await reader.readexactly(int(headers["content-length"]))
+        writer.close()
+        return int(lines[0].split()[1]), headers, body
+
+    async def scenario() -> tuple[httpx.Response, list[tuple[int, dict[str, str], bytes]]]:
+        async with httpx.AsyncClient(base_url=held_service, timeout=60) as http:
+            octets = {"content-type": "application/octet-stream"}
+            queued = asyncio.ensure_future(http.post("/predict/digit", content=images, headers=octets))
+            for _ in range(300):  # the 8 images wait 4 s for their batch to fill
+                await asyncio.sleep(0.01)
+                metrics_text = (await http.get("/metrics")).text
+                if sample(metrics_text, "rnnserve_queue_depth", model="digit_lstm") == 8:
+                    break
+            else:
+                pytest.fail(f"the 8 images were never seen queued: {queued}")
+            try:  # several connections, so that every HTTP worker is asked
+                heads = await asyncio.wait_for(asyncio.gather(*(head_only() for _ in range(16))), 30)
+            except TimeoutError:
+                pytest.fail("a request whose body was not sent got no answer: the queue was not judged first")
+            return await queued, heads
+
+    answered, heads = asyncio.run(scenario())
+    assert answered.status_code == 200 and len(answered.json()["predictions"]) == 8
+    for status, headers, body in heads:
+        assert status == 429 and int(headers["retry-after"]) >= 1, (status, body)
+        assert b"digit_lstm has 8 inputs waiting (the limit is 8)" in body
 
 
 def test_a_thousand_clients_that_leave_while_queued_cost_nothing(models_dir: Path, tmp_path: Path) -> None:
