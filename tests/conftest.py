@@ -1,9 +1,21 @@
-"""Shared fixtures: where the committed models and the real MNIST data live."""
+"""Shared fixtures: where the committed models and the real MNIST data live; every test's tier.
+
+The tests are sorted by what they need, one folder per tier, and each test is marked with its tier's
+name, so that `pytest -m unit` (or `-m "unit or app"`) selects by tier as well as by folder:
+
+- unit: pure functions; the venv and real MNIST.
+- app: the real app in-process over ASGI; the same.
+- process: real uvicorn processes on 127.0.0.1; free ports, and hey for the soak.
+- system: a Docker engine, haproxy, Chromium, kubectl; `require_tool` finds (or, as root, installs) them.
+"""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -12,8 +24,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS_DIR = Path(__file__).resolve().parent
+REPO_ROOT = TESTS_DIR.parent
 MODELS_DIR = REPO_ROOT / "models"
+TIERS = ("unit", "app", "process", "system")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier, the folder under tests/ it lives in, before `-m` selects; and mark
+    slow every training dry run (a test or fixture named for one: seconds to tens of seconds of torch)."""
+    for item in items:
+        if "dry_run" in item.name or "dry_run" in getattr(item, "fixturenames", ()):
+            item.add_marker("slow")
+        folder = item.path.relative_to(TESTS_DIR).parts[0] if item.path.is_relative_to(TESTS_DIR) else ""
+        if folder not in TIERS:
+            raise pytest.UsageError(
+                f"{item.nodeid} belongs to no tier: move it into tests/unit, tests/app, tests/process or "
+                "tests/system, by what it needs (see tests/conftest.py)"
+            )
+        item.add_marker(folder)
 
 
 def _data_dir() -> Path:
@@ -114,3 +144,48 @@ async def api_client(serve: ServeApp) -> AsyncIterator[httpx.AsyncClient]:
     """A client of the app with default settings on the committed models."""
     async with serve() as (_, http):
         yield http
+
+
+# The programs the system tier drives. `require_tool(command, package)` finds one on PATH or in /usr/sbin
+# (where Debian puts haproxy, dockerd and debootstrap). As root it installs a missing one from its Debian
+# package first, as `make system-tools` does; otherwise, or when apt-get cannot install it, the test fails
+# on one line that names the program and the command that provides it. Nothing is skipped.
+
+
+def _search_path() -> str:
+    return os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+
+
+def _apt_get_install(package: str) -> str:
+    """Install a Debian package; an empty string when it worked, apt-get's last complaint otherwise."""
+    environment = os.environ | {"DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", package]
+    done = subprocess.run(install, capture_output=True, text=True, env=environment, check=False)
+    if done.returncode != 0:  # package lists may be missing or stale on a fresh machine
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True, env=environment, check=False)
+        done = subprocess.run(install, capture_output=True, text=True, env=environment, check=False)
+    lines = done.stderr.strip().splitlines() or [f"apt-get exited with {done.returncode}"]
+    return "" if done.returncode == 0 else lines[-1]
+
+
+@functools.cache
+def _find_or_install(command: str, package: str) -> str:
+    """The path of `command`; installs `package` as root when it is missing, fails the test otherwise."""
+    found = shutil.which(command, path=_search_path())
+    if found is not None:
+        return found
+    fix = f"sudo apt-get install {package} (`make system-tools` as root installs every tool of this tier)"
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail(f"{command} is missing: {fix}", pytrace=False)
+    complaint = _apt_get_install(package)
+    found = shutil.which(command, path=_search_path())
+    if found is None:
+        reason = complaint or f"{package} does not provide {command}"
+        pytest.fail(f"{command} is missing and apt-get could not install it ({reason}): {fix}", pytrace=False)
+    return found
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> Callable[[str, str], str]:
+    """`require_tool("haproxy", "haproxy")`: the program's path, installed as root when missing."""
+    return _find_or_install
