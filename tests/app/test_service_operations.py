@@ -188,17 +188,26 @@ async def test_the_api_docs_describe_every_request_form(api_client: httpx.AsyncC
         "image/webp",
         "image/bmp",
     }
-    assert set(digit["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
-        "pixels",
-        "image",
-        "inputs",
-        "model",
-    }
+    forms = digit["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert [sorted(form["properties"]) for form in forms] == [
+        ["model", "pixels"],
+        ["image", "model"],
+        ["inputs", "model"],
+    ]
+    assert forms[0]["properties"]["model"]["enum"] == ["digit_lstm", "digit_gru", "digit_rnn"]
     assert [p["name"] for p in digit["parameters"]] == ["model"]
+    assert digit["parameters"][0]["schema"]["enum"] == ["digit_lstm", "digit_gru", "digit_rnn"]
     assert {"200", "413", "422", "429", "503"} <= set(digit["responses"])
     forecast = spec["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(forecast["properties"]) == {"series", "horizon", "levels", "inputs", "model"}
+    alone, many = forecast["oneOf"]
+    assert sorted(alone["properties"]) == ["horizon", "levels", "model", "series"]
+    assert sorted(many["properties"]) == ["inputs", "model"]
+    # The default forecaster's limits, from its metadata.
+    assert (alone["properties"]["series"]["minItems"], alone["properties"]["series"]["maxItems"]) == (16, 4096)
+    assert alone["properties"]["horizon"]["maximum"] == 128
     assert "$ref" not in json.dumps(forecast)  # inlined, so it resolves anywhere
+    # The prediction routes come first in /docs.
+    assert list(spec["paths"])[:2] == ["/predict/digit", "/forecast"]
 
 
 async def test_a_client_that_leaves_has_its_queued_input_skipped_and_counted(
