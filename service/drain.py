@@ -5,7 +5,11 @@
 2. After `RNNSERVE_DRAIN_S`, the server (uvicorn) shuts down as usual: it stops accepting
    connections, answers every request it has received, and waits up to `RNNSERVE_SHUTDOWN_TIMEOUT_S`
    for them; only what is still queued then is answered 503. The process exits 0.
-A second SIGTERM, or SIGINT, stops at once, as uvicorn does.
+A SIGTERM that arrives while the server drains or stops changes nothing. A supervisor that signals
+every process of the service (systemd's KillMode=control-group, `kill -TERM -PGID`) reaches each HTTP
+worker twice, directly and through the process manager, and the drain still runs its course.
+SIGINT (Ctrl-C) stops at once, as uvicorn does: the rest of the drain is skipped, the requests in
+flight are answered, and a second SIGINT abandons them.
 """
 
 from __future__ import annotations
@@ -28,18 +32,17 @@ class Drain:
         self.draining = False
 
     def take_over_sigterm(self) -> None:
-        """Handle SIGTERM with a drain first. Call from the app factory, which uvicorn runs in its event
-        loop once it handles the signals: the handler this replaces is the server's own, whose server
-        then stops after the drain."""
-        server_exit: Any = signal.getsignal(signal.SIGTERM)
-        server = getattr(server_exit, "__self__", None)
+        """Handle SIGTERM with a drain first, and only the first SIGTERM. Call from the app factory,
+        which uvicorn runs in its event loop once it handles the signals: the handler this replaces is
+        the server's own, whose server then stops after the drain."""
+        server: Any = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
         if not hasattr(server, "should_exit"):
             return  # not under uvicorn's signal handling (e.g. a test's ASGI client): nothing to drain
         loop = asyncio.get_running_loop()
 
         def on_sigterm(sig: int, frame: FrameType | None) -> None:
-            if self.draining:
-                server_exit(sig, frame)
+            if self.draining or server.should_exit:
+                logger.info("SIGTERM while %s: ignored", "draining" if self.draining else "stopping")
                 return
             self.draining = True
             logger.info("SIGTERM: draining for %g s (not ready, Connection: close)", self.drain_s)

@@ -1,24 +1,32 @@
 """Running the service: one process, or several HTTP workers with their models inline or in a model
 engine.
 
-- One worker, models inline (the default): uvicorn serves the app in this process.
-- `RNNSERVE_WORKERS=N`: uvicorn's process manager runs N workers on one listening socket.
+The listening socket is bound first, before any model loads, so that an address in use stops the
+service at once with a message that names it (exit 1).
+- One worker, models inline: uvicorn serves the app in this process.
+- `RNNSERVE_WORKERS=N`: uvicorn's process manager runs N workers on that one socket.
   - `RNNSERVE_ENGINE=inline`: each worker loads the models and batches its own requests.
   - `RNNSERVE_ENGINE=process`: this process first starts the model engine (`service.engine`), and the
     workers send it their inputs, so batches form across all workers. The engine outlives the
-    workers: on SIGTERM they finish their requests first, then the engine stops. If the engine dies,
-    the whole service stops (exit 1) for its supervisor to restart it.
+    workers: on SIGTERM they drain and finish their requests first, then the engine stops. If the
+    engine dies, the whole service stops (exit 1) for its supervisor to restart it.
+SIGTERM drains the same way whether it reaches this process alone or every process of the service at
+once (`kill -TERM -PGID`, systemd's KillMode=control-group): see `service.drain`.
 With several processes, every process writes its metrics into one scratch folder and any worker's
 `/metrics` shows their sum.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -32,7 +40,7 @@ from uvicorn.supervisors import Multiprocess
 from service.app import create_app
 from service.config import Settings
 from service.drain import Drain
-from service.engine.server import run_engine
+from service.engine.server import STOP_SIGNAL, run_engine
 from service.logs import configure_logging
 
 ENGINE_STOP_MARGIN_S = 5.0
@@ -68,8 +76,13 @@ def gpu_available(settings: Settings) -> bool:
 def serve(settings: Settings) -> None:
     mode = settings.engine_mode(gpu_available(settings) if settings.engine == "auto" else False)
     settings = settings.model_copy(update={"workers": settings.worker_count()})
+    listening = listening_socket(settings)
     if settings.workers == 1 and mode == "inline":
-        uvicorn.run(functools.partial(serving_app, settings), factory=True, **server_options(settings))
+        config = uvicorn.Config(
+            functools.partial(serving_app, settings), factory=True, **server_options(settings)
+        )
+        with contextlib.suppress(KeyboardInterrupt):  # SIGINT: uvicorn raises it again once it has stopped
+            uvicorn.Server(config).run(sockets=[listening])
         return
     with tempfile.TemporaryDirectory(prefix="rnnserve-") as scratch:
         metrics_dir = Path(scratch) / "metrics"
@@ -93,7 +106,7 @@ def serve(settings: Settings) -> None:
             functools.partial(serving_app, settings), factory=True, workers=settings.workers,
             **server_options(settings),
         )  # fmt: skip
-        workers = Workers(config, sockets=[config.bind_socket()])
+        workers = Workers(config, sockets=[listening])
         stopped = threading.Event()
         if engine is not None:
             threading.Thread(target=stop_if_engine_dies, args=(engine, stopped), daemon=True).start()
@@ -105,6 +118,31 @@ def serve(settings: Settings) -> None:
                 stop_engine(engine, settings.shutdown_timeout_s)
         if engine is not None and engine.exitcode not in (0, None):
             sys.exit(1)
+
+
+def listening_socket(settings: Settings) -> socket.socket:
+    """The socket that every HTTP worker accepts on, bound (not yet listening) to RNNSERVE_HOST and
+    RNNSERVE_PORT; exits with a message that names them when they cannot be bound."""
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((settings.host, settings.port))
+    except OSError as exc:
+        listening.close()
+        if exc.errno == errno.EADDRINUSE:
+            sys.exit(
+                f"port {settings.port} on {settings.host} is already in use: stop what uses it or set "
+                "RNNSERVE_PORT (RNNSERVE_HOST) to another"
+            )
+        sys.exit(
+            f"cannot listen on port {settings.port} on {settings.host}: {exc.strerror or exc}; set "
+            "RNNSERVE_HOST to an address of this machine and RNNSERVE_PORT to a port it may use"
+        )
+    listening.set_inheritable(True)  # the HTTP workers accept on it too
+    host, port = listening.getsockname()[:2]
+    logger.info("listening on http://%s:%d", f"[{host}]" if family == socket.AF_INET6 else host, port)
+    return listening
 
 
 class Workers(Multiprocess):
@@ -143,16 +181,20 @@ def start_engine(settings: Settings, address: str) -> multiprocessing.process.Ba
 
 
 def stop_if_engine_dies(engine: multiprocessing.process.BaseProcess, stopped: threading.Event) -> None:
-    engine.join()
+    # One thread at a time may reap the engine: were this one to reap it while `stop_engine` (in the main
+    # thread) waits for it, `stop_engine` could find it still "alive" and kill it. So wait for its end
+    # without reaping it, and reap it here only while the service is not stopping.
+    multiprocessing.connection.wait([engine.sentinel])
     if not stopped.is_set():
+        engine.join()
         logger.error("the model engine exited with %s: stopping the service", engine.exitcode)
         os.kill(os.getpid(), signal.SIGTERM)
 
 
 def stop_engine(engine: multiprocessing.process.BaseProcess, timeout_s: float) -> None:
-    """SIGTERM, once the workers are gone; the engine answers what it holds and exits."""
-    if engine.is_alive():
-        engine.terminate()
+    """`STOP_SIGNAL`, once the workers are gone; the engine answers what it holds and exits."""
+    if engine.is_alive() and engine.pid is not None:
+        os.kill(engine.pid, STOP_SIGNAL)
         engine.join(timeout_s + ENGINE_STOP_MARGIN_S)
     if engine.is_alive():
         logger.error(

@@ -2,15 +2,19 @@
 
 It knows nothing of HTTP. It loads the models like a single-process service does, then answers each
 `infer` with what the model's batcher returns, so inputs from every worker share model calls. It stops
-on SIGTERM (sent by the server once its workers have finished): the batchers finish the call in
-progress and fail what still waits, and every answer is sent before the process exits. SIGINT, which a
-terminal sends to the whole process group, is left to the workers.
+on `STOP_SIGNAL`, which the server sends once its HTTP workers have finished: the batchers finish the
+call in progress and fail what still waits, and every answer is sent before the process exits.
+SIGTERM and SIGINT, which a supervisor or a terminal may send to every process of the service at once,
+are left to the server while it runs, so that the workers' drain still has its models; SIGTERM stops
+an engine whose server has gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +32,7 @@ from service.engine.protocol import (
     pack,
     unpack,
 )
+from service.engine.queue_state import QueueStateBoard, board_path, share
 from service.errors import InferenceFailed, ServiceError
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
@@ -37,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 RequestKey = tuple[bytes, int]
 
+STOP_SIGNAL = signal.SIGUSR1
+"""What the server sends the model engine once its HTTP workers have finished: answer, then exit."""
+
 
 class ModelEngine:
     def __init__(self, settings: Settings, address: str) -> None:
@@ -44,22 +52,52 @@ class ModelEngine:
         self.address = address
         self._tasks: dict[RequestKey, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
+        self._server_pid = os.getppid()
 
     async def run(self, on_ready: Callable[[], None]) -> None:
         self._registry = await ModelRegistry.open(
             self.settings, ServiceMetrics(self.settings.multiprocess_dir)
         )
+        board = self._share_queue_states()
         self._channel = Channel(zmq.ROUTER, self._on_message)
         self._channel.socket.bind(self.address)
         self._channel.start()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(STOP_SIGNAL, self._stopping.set)
+        loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
         on_ready()
         logger.info("the model engine listens on %s", self.address)
         await self._stopping.wait()
         await self._registry.close()  # queued inputs fail with 503; their answers go out below
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._channel.close(linger_ms=1000)
+        if board is not None:
+            board.remove()
         logger.info("the model engine stopped")
+
+    def _share_queue_states(self) -> QueueStateBoard | None:
+        """Each loaded model's queue state, on a board that the workers read to refuse a request before
+        reading it (`service.engine.queue_state`)."""
+        path = board_path(self.address)
+        if path is None:
+            logger.warning(
+                "the model engine at %s shares no queue states (only one on an ipc:// socket does): the "
+                "workers read every request, and the engine refuses what does not fit",
+                self.address,
+            )
+            return None
+        board = QueueStateBoard.create(path, self._registry.names())
+        for name in self._registry.names():
+            with contextlib.suppress(ServiceError):  # not loaded: the engine answers 503 for it
+                share(board, name, self._registry.loaded(name).batcher)
+        return board
+
+    def _on_sigterm(self) -> None:
+        if os.getppid() == self._server_pid:
+            logger.info("SIGTERM: the model engine serves on until the server's HTTP workers have finished")
+            return
+        logger.info("SIGTERM, and the server that started the model engine is gone: stopping")
+        self._stopping.set()
 
     def _on_message(self, frames: list[bytes]) -> None:
         identity, frame = frames
@@ -87,7 +125,7 @@ class ModelEngine:
 
     async def _infer(self, key: RequestKey, message: dict[str, Any]) -> None:
         try:
-            model = self._registry.model(str(message["model"]))
+            model = self._registry.ready(str(message["model"]))
             outputs = await model.batcher.submit_many(decode_inputs(message), message.get("timeout_s"))
             self._send(key, {"kind": "result", **encode_outputs(outputs)})
         except asyncio.CancelledError:
