@@ -111,7 +111,9 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(
         default=256, ge=1, description='Most entries in one request\'s "inputs" list.'
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="The least severe log records written (case does not matter)."
+    )
     log_format: Literal["json", "text"] = Field(
         default="text", description="json: one JSON object per line; text: one readable line per record."
     )

@@ -203,7 +203,8 @@ async def test_the_api_docs_describe_every_request_form(api_client: httpx.AsyncC
     assert sorted(alone["properties"]) == ["horizon", "levels", "model", "series"]
     assert sorted(many["properties"]) == ["inputs", "model"]
     # The default forecaster's limits, from its metadata.
-    assert (alone["properties"]["series"]["minItems"], alone["properties"]["series"]["maxItems"]) == (16, 4096)
+    series = alone["properties"]["series"]
+    assert (series["minItems"], series["maxItems"]) == (16, 4096)
     assert alone["properties"]["horizon"]["maximum"] == 128
     assert "$ref" not in json.dumps(forecast)  # inlined, so it resolves anywhere
     # The prediction routes come first in /docs.

@@ -45,6 +45,7 @@ def forecaster() -> Forecaster:
     assert isinstance(model, Forecaster)
     return model
 
+
 ROWS = [[(7 * r + c) % 256 for c in range(28)] for r in range(28)]
 
 
