@@ -54,7 +54,8 @@ def test_help_describes_every_setting_with_its_default_and_starts_nothing(flag: 
         assert one_line(field.description or "") in shown, name
     assert "RNNSERVE_PORT=8000 " in shown and "RNNSERVE_DRAIN_S=5.0 " in shown
     assert "RNNSERVE_API_KEYS_FILE=(unset) " in shown and "RNNSERVE_METRICS_REQUIRE_KEY=false " in shown
-    assert "RNNSERVE_LOG_LEVEL=INFO One of: DEBUG, INFO, WARNING, ERROR." in shown
+    assert "RNNSERVE_LOG_LEVEL=INFO The least severe" in shown
+    assert "(case does not matter). One of: DEBUG, INFO, WARNING, ERROR." in shown
 
 
 def test_an_unknown_argument_exits_2_with_one_line_that_points_to_help() -> None:

@@ -78,7 +78,13 @@ def test_the_page_asks_for_the_api_key_until_it_is_entered(
         assert wait_for_state(page, "digit", "error") == "error"
 
         page.fill("#api-key", "k1")
-        page.click("#key-form button")  # the drawing and the refused forecast are sent again
+        # The drawing and the refused forecast are sent again; until then the panel still shows the
+        # refusal of the wrong key, so wait for the new answer before reading the state.
+        keyed = "Bearer k1"
+        with page.expect_response(
+            lambda r: r.url.endswith("/predict/digit") and r.request.headers.get("authorization") == keyed
+        ):
+            page.click("#key-form button")
         assert wait_for_state(page, "digit", "shown", "error") == "shown", error_text(page, "digit")
         assert page.locator("#digit-result").inner_text() == "1"
         assert wait_for_state(page, "forecast", "shown", "error") == "shown", error_text(page, "forecast")
