@@ -25,10 +25,17 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from service.config import BatchSettings
-from service.errors import InferenceFailed, ModelNotReady, Overloaded, QueueTimeout, ShuttingDown
+from service.errors import (
+    InferenceFailed,
+    ModelNotReady,
+    Overloaded,
+    QueueTimeout,
+    ServiceError,
+    ShuttingDown,
+)
 from service.metrics import BatcherMetrics
 
 logger = logging.getLogger(__name__)
@@ -52,6 +59,44 @@ class QueuedRequest(Generic[InputT, OutputT]):
     @property
     def waiting(self) -> int:
         return len(self.inputs) - self.taken
+
+
+class QueueState(NamedTuple):
+    """A model's queue, as admission needs it. (A tuple: read on every request, built in no time.)"""
+
+    depth: int
+    """Inputs waiting for a model call."""
+    capacity: int
+    """The most inputs that may wait (`max_queue_size`)."""
+    serving: bool
+    """False once the batcher is closing: the service shuts down."""
+    problem: str | None
+    """Why the model takes no inputs although it serves (its model calls kept failing); None: healthy."""
+    retry_after_s: int
+    """When a refused client may try again."""
+
+
+def refusal(model: str, state: QueueState, count: int = 1) -> ServiceError | None:
+    """Why `count` more inputs for `model` would be refused now, or None if they fit: the one wording,
+    for a local batcher and for a model engine's queue seen from a worker."""
+    if not state.serving:
+        return ShuttingDown(f"the service is shutting down: model {model} takes no new inputs")
+    if state.problem is not None:
+        return ModelNotReady(f"model {model} is not ready: {state.problem}")
+    if state.depth + count > state.capacity:
+        return Overloaded(
+            f"model {model} has {state.depth} inputs waiting (the limit is {state.capacity}): retry "
+            f"after {state.retry_after_s} s",
+            retry_after_s=state.retry_after_s,
+        )
+    return None
+
+
+def count_refusal(metrics: BatcherMetrics, error: ServiceError, count: int) -> None:
+    if isinstance(error, ShuttingDown):
+        metrics.rejected_shutdown.inc(count)
+    elif isinstance(error, Overloaded):
+        metrics.rejected_overloaded.inc(count)
 
 
 # A slice of one request that goes into a model call: (request, first input, end).
@@ -85,6 +130,8 @@ class Batcher(Generic[InputT, OutputT]):
         self._loop_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._inputs_per_s: float | None = None  # how fast model calls drain the queue, smoothed
+        self.on_change: Callable[[], None] | None = None
+        """Called after each change of `state()`: depth, problem, closing."""
 
     def start(self) -> None:
         """Start the batching loop; call from the running event loop."""
@@ -107,20 +154,27 @@ class Batcher(Generic[InputT, OutputT]):
             return 1
         return min(60, max(1, math.ceil(self._depth / self._inputs_per_s)))
 
+    def state(self) -> QueueState:
+        return QueueState(
+            self._depth, self.policy.max_queue_size, not self._closing, self.problem, self.retry_after_s()
+        )
+
+    def refusal(self, count: int = 1) -> ServiceError | None:
+        """Why `count` more inputs would be refused now (nothing counted), or None if they fit."""
+        return refusal(self.name, self.state(), count)
+
     def admit(self, count: int = 1) -> None:
-        """Raise `ShuttingDown` or `Overloaded` unless `count` more inputs would fit in the queue now."""
-        if self._closing:
-            self.metrics.rejected_shutdown.inc(count)
-            raise ShuttingDown(f"the service is shutting down: model {self.name} takes no new inputs")
-        if self.problem is not None:
-            raise ModelNotReady(f"model {self.name} is not ready: {self.problem}")
-        if self._depth + count > self.policy.max_queue_size:
-            self.metrics.rejected_overloaded.inc(count)
-            raise Overloaded(
-                f"model {self.name} has {self._depth} inputs waiting (the limit is "
-                f"{self.policy.max_queue_size}): retry after {self.retry_after_s()} s",
-                retry_after_s=self.retry_after_s(),
-            )
+        """Raise `ShuttingDown`, `ModelNotReady` or `Overloaded` (and count the refusal) unless `count`
+        more inputs would fit in the queue now."""
+        error = self.refusal(count)
+        if error is not None:
+            count_refusal(self.metrics, error, count)
+            raise error
+
+    def _changed(self) -> None:
+        self.metrics.queue_depth.set(self._depth)
+        if self.on_change is not None:
+            self.on_change()
 
     async def submit_many(self, inputs: Sequence[InputT], timeout_s: float | None = None) -> list[OutputT]:
         """Queue every input of one request and wait for all their outputs, in order.
@@ -140,7 +194,7 @@ class Batcher(Generic[InputT, OutputT]):
         request = QueuedRequest(inputs, future, now, now + timeout_s)
         self._queue.append(request)
         self._depth += len(inputs)
-        self.metrics.queue_depth.set(self._depth)
+        self._changed()
         self._arrived.set()
         # The deadline is kept to the moment, not only when the loop reaches the request.
         timer = loop.call_at(loop.time() + timeout_s, self._expire, request)
@@ -155,7 +209,7 @@ class Batcher(Generic[InputT, OutputT]):
         waited = time.monotonic() - request.queued_at
         self.metrics.rejected_timeout.inc(request.waiting)
         self._depth -= request.waiting
-        self.metrics.queue_depth.set(self._depth)
+        self._changed()
         request.taken = len(request.inputs)  # out of the queue's count; the loop drops the entry
         request.future.set_exception(self._timeout(waited))
 
@@ -169,6 +223,7 @@ class Batcher(Generic[InputT, OutputT]):
     async def close(self) -> None:
         """Stop taking inputs, let the model call in progress finish, and fail whatever still waits."""
         self._closing = True
+        self._changed()
         self._arrived.set()
         if self._probe_task is not None:
             self._probe_task.cancel()
@@ -195,6 +250,7 @@ class Batcher(Generic[InputT, OutputT]):
             # than leave them waiting for a loop that is gone.
             logger.exception("the batching loop of model %s failed; it takes no more inputs", self.name)
             self._closing = True
+            self._changed()
         finally:
             self._fail_waiting()
 
@@ -235,7 +291,7 @@ class Batcher(Generic[InputT, OutputT]):
             room -= count
             if not request.waiting:
                 self._queue.popleft()
-        self.metrics.queue_depth.set(self._depth)
+        self._changed()
         return parts
 
     def _drop(self, request: QueuedRequest[InputT, OutputT]) -> None:
@@ -285,6 +341,7 @@ class Batcher(Generic[InputT, OutputT]):
         )
         logger.error("model %s is not ready: %s", self.name, self.problem)
         self.metrics.ready.set(0)
+        self._changed()
         if self.probe is not None:
             self._probe_task = asyncio.get_running_loop().create_task(self._probe_until_healthy())
 
@@ -300,6 +357,7 @@ class Batcher(Generic[InputT, OutputT]):
                 continue
             self.problem, self._failures = None, 0
             self.metrics.ready.set(1)
+            self._changed()
             logger.info("model %s passed its probe and takes inputs again", self.name)
 
     @staticmethod
@@ -318,4 +376,4 @@ class Batcher(Generic[InputT, OutputT]):
                     ShuttingDown(f"the service shut down before model {self.name} ran this input")
                 )
         self._depth = 0
-        self.metrics.queue_depth.set(0)
+        self._changed()

@@ -16,7 +16,7 @@ from service.metrics import ServiceMetrics
 from service.repository import ModelArtifact, ModelLoadError, locate, model_names
 from service.runtimes import load_runtime
 from service.tasks import TASKS, Task
-from service.tasks.base import ServedModel
+from service.tasks.base import InputQueue, ServedModel
 from service.tasks.digits import DigitClassifier
 from service.tasks.forecasts import Forecaster
 
@@ -131,16 +131,24 @@ class ServedModels:
         return model
 
     def admit(self, kind: Task) -> None:
-        """Before a request's body is read: refuse it (as its task's default model would) only if no
-        model of the task could take it now. Once the body names its model, that model's queue decides."""
-        refusals = []
+        """Before a request's body is read: refuse it (as its task's default model would, counted once)
+        only if no model of the task could take it now. Once the body names its model, that model's
+        queue decides."""
+        refusals: list[tuple[ServiceError, InputQueue | None]] = []
         for name in self.choices(kind):
             try:
-                self.ready(name).queue.admit()
-                return
+                queue = self.ready(name).queue
             except ServiceError as exc:
-                refusals.append(exc)
-        raise refusals[0]
+                refusals.append((exc, None))
+                continue
+            error = queue.refusal()
+            if error is None:
+                return
+            refusals.append((error, queue))
+        error, refusing = refusals[0]
+        if refusing is not None:
+            refusing.admit()  # counts the refusal, and raises it
+        raise error
 
 
 def load_model(

@@ -5,7 +5,6 @@ shared queue state (`service.engine.queue_state`)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 from collections.abc import Sequence
@@ -14,8 +13,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from service.batching import Batcher
-from service.config import BatchSettings, Settings
+from service.batching import count_refusal, refusal
+from service.config import Settings
 from service.engine.channel import Channel
 from service.engine.protocol import (
     ProtocolError,
@@ -26,7 +25,7 @@ from service.engine.protocol import (
     unpack,
 )
 from service.engine.queue_state import QueueStateBoard, board_path
-from service.errors import ModelNotReady
+from service.errors import ModelNotReady, ServiceError
 from service.metrics import BatcherMetrics, ServiceMetrics
 from service.registry import ServedModels, locate_for
 from service.repository import ModelLoadError
@@ -87,39 +86,31 @@ class EngineClient:
             answer.set_result(message)
 
 
-class AdmissionView(Batcher[Any, Any]):
-    """The engine's batcher of one model as the queue-state board shows it, for `admit` alone.
+class RemoteAdmission:
+    """Admission for a model whose queue is in the engine, from the queue-state board.
 
-    It is never started. Each `admit` reads the batcher's state from the board (about 2 µs)
-    and asks `Batcher.admit`, so a worker refuses as the engine's batcher would, before the request's
-    body is read: the same errors and wording, the engine's Retry-After, and the refusals counted in
-    the same metrics. The board is behind the engine by at most the inputs in transit to it (see
-    `service.engine.queue_state`); what is admitted beyond the limit, the engine's queue refuses.
+    Each `refusal` reads the engine's queue state from the board (about 2 µs) and judges it by
+    `service.batching.refusal`, so a worker refuses as the engine's batcher would, before the
+    request's body is read: the same errors and wording and the engine's Retry-After. The board is
+    behind the engine by at most the inputs in transit to it (see `service.engine.queue_state`); what
+    is admitted beyond the limit, the engine's queue refuses.
     """
 
-    def __init__(
-        self, name: str, batching: BatchSettings, metrics: BatcherMetrics, board: QueueStateBoard, slot: int
-    ) -> None:
-        super().__init__(name, self._runs_in_the_engine, batching, metrics)
+    def __init__(self, model: str, board: QueueStateBoard, slot: int, metrics: BatcherMetrics) -> None:
+        self.model = model
         self._board = board
         self._slot = slot
-        self._retry_after_s = 1
+        self._metrics = metrics
+
+    def refusal(self, count: int = 1) -> ServiceError | None:
+        state = self._board.read(self._slot)
+        return None if state is None else refusal(self.model, state, count)
 
     def admit(self, count: int = 1) -> None:
-        state = self._board.read(self._slot)
-        if state is None:
-            return  # the engine has not shared this queue: its own queue decides
-        self._closing, self.problem, self._depth = not state.serving, state.problem, state.depth
-        self._retry_after_s = state.retry_after_s
-        if state.capacity != self.policy.max_queue_size:
-            self.policy = dataclasses.replace(self.policy, max_queue_size=state.capacity)
-        super().admit(count)
-
-    def retry_after_s(self) -> int:
-        return self._retry_after_s
-
-    def _runs_in_the_engine(self, inputs: list[Any]) -> list[Any]:
-        raise RuntimeError(f"model {self.name} runs in the model engine, not in this process")
+        error = self.refusal(count)
+        if error is not None:
+            count_refusal(self._metrics, error, count)
+            raise error
 
 
 def refusal_metrics(metrics: ServiceMetrics, model: str) -> BatcherMetrics:
@@ -158,18 +149,22 @@ class RemoteQueue:
     """A model's queue in the engine: `admit` and `submit_many` as a local batcher has them."""
 
     def __init__(
-        self, client: EngineClient, model: str, timeout_s: float, admission: AdmissionView | None = None
+        self, client: EngineClient, model: str, timeout_s: float, admission: RemoteAdmission | None = None
     ) -> None:
         self.client = client
         self.model = model
         self.timeout_s = timeout_s
         self.admission = admission
 
-    def admit(self) -> None:
-        """Refuse a request now, before its body is read, if the engine's queue would, as its shared
-        state shows it; without that state the engine's queue decides, once the request is sent."""
+    def refusal(self, count: int = 1) -> ServiceError | None:
+        """Why the engine's queue would refuse `count` more inputs now, as its shared state shows it;
+        None if they fit, or without that state (the engine's queue decides, once they are sent)."""
+        return None if self.admission is None else self.admission.refusal(count)
+
+    def admit(self, count: int = 1) -> None:
+        """Refuse a request now (and count it), before its body is read, if the engine's queue would."""
         if self.admission is not None:
-            self.admission.admit()
+            self.admission.admit(count)
 
     async def submit_many(
         self, inputs: Sequence[np.ndarray], timeout_s: float | None = None
@@ -210,7 +205,7 @@ class RemoteRegistry(ServedModels):
                 slot = board.slot(name) if board is not None else None
                 admission = None
                 if board is not None and slot is not None:
-                    admission = AdmissionView(name, batching, refusal_metrics(metrics, name), board, slot)
+                    admission = RemoteAdmission(name, board, slot, refusal_metrics(metrics, name))
                 queue = RemoteQueue(client, name, timeout_s, admission)
                 registry._served(served.remote(artifact, batching, queue))
             except ModelLoadError as exc:

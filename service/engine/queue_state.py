@@ -23,15 +23,13 @@ judges); 0 means never written (a model the engine did not load).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, cast
+from typing import Any
 
 import numpy as np
-from prometheus_client import Gauge
 
-from service.batching import Batcher
+from service.batching import Batcher, QueueState
 
 VERSION = 1
 NAME_BYTES = 256  # a model's name is a folder's name: at most 255 bytes on Linux
@@ -42,31 +40,6 @@ SLOT = np.dtype(
 )
 READ_ATTEMPTS = 100
 """A slot found mid-write this many times in a row is taken as unknown (its writer stopped mid-write)."""
-
-
-class QueueState(NamedTuple):
-    """A model's queue, as admission needs it. (A tuple: read on every request, built in no time.)"""
-
-    depth: int
-    """Inputs waiting for a model call."""
-    capacity: int
-    """The most inputs that may wait (`max_queue_size`)."""
-    serving: bool
-    """False once the batcher is closing: the service shuts down."""
-    problem: str | None
-    """Why the model takes no inputs although it serves (its model calls kept failing); None: healthy."""
-    retry_after_s: int
-    """When a refused client may try again."""
-
-    @classmethod
-    def of(cls, batcher: Batcher[Any, Any]) -> QueueState:
-        return cls(
-            depth=batcher.queue_depth,
-            capacity=batcher.policy.max_queue_size,
-            serving=batcher.serving,
-            problem=batcher.problem,
-            retry_after_s=batcher.retry_after_s(),
-        )
 
 
 def board_path(address: str) -> Path | None:
@@ -143,38 +116,14 @@ class QueueStateBoard:
         self.path.unlink(missing_ok=True)
 
 
-class GaugeWatch:
-    """A batcher's gauge, passed on, that calls `changed` after each update."""
-
-    def __init__(self, gauge: Gauge, changed: Callable[[], None]) -> None:
-        self._gauge = gauge
-        self._changed = changed
-
-    def set(self, value: float) -> None:
-        self._gauge.set(value)
-        self._changed()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._gauge, name)
-
-
 def share(board: QueueStateBoard, model: str, batcher: Batcher[Any, Any]) -> None:
-    """Write `batcher`'s queue state into `model`'s slot now, and again at every change.
-
-    The batcher sets its queue-depth gauge at every change of its queue (and once more when it closes),
-    and its ready gauge when it finds or clears a problem: each of those sets rewrites the slot.
-    """
+    """Write `batcher`'s queue state into `model`'s slot now, and again at every change of it."""
     slot = board.slot(model)
     if slot is None:
         raise ValueError(f"the queue-state board {board.path} has no slot for model {model}")
 
     def publish() -> None:
-        board.write(slot, QueueState.of(batcher))
+        board.write(slot, batcher.state())
 
-    metrics = batcher.metrics
-    batcher.metrics = dataclasses.replace(
-        metrics,
-        queue_depth=cast(Gauge, GaugeWatch(metrics.queue_depth, publish)),
-        ready=cast(Gauge, GaugeWatch(metrics.ready, publish)),
-    )
+    batcher.on_change = publish
     publish()

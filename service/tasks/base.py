@@ -23,7 +23,7 @@ import numpy as np
 
 from service.batching import Batcher, InputT, OutputT
 from service.config import BatchSettings
-from service.errors import InvalidInput
+from service.errors import InvalidInput, ServiceError
 from service.metrics import BatcherMetrics
 from service.repository import ModelArtifact, ModelLoadError
 from service.runtimes import Runtime
@@ -74,8 +74,12 @@ class TensorSpec:
 class InputQueue(Protocol):
     """Where a request's inputs wait for model calls: a local `Batcher`, or a model engine's."""
 
-    def admit(self) -> None:
-        """Raise `Overloaded` or `ShuttingDown` if a request would be refused now, before it is read."""
+    def refusal(self, count: int = 1) -> ServiceError | None:
+        """Why `count` more inputs would be refused now (nothing counted), or None if they fit."""
+
+    def admit(self, count: int = 1) -> None:
+        """Raise (and count) `Overloaded`, `ShuttingDown` or `ModelNotReady` if `count` more inputs would
+        be refused now: before a request's body is read."""
 
     async def submit_many(self, inputs: Sequence[Any], timeout_s: float | None = None) -> list[Any]: ...
 

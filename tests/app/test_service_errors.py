@@ -353,3 +353,30 @@ async def test_unknown_routes_and_methods_answer_in_the_same_shape(api_client: h
     assert missing.status_code == 404 and "detail" in missing.json()
     wrong_method = await api_client.get("/predict/digit")
     assert wrong_method.status_code == 405 and "detail" in wrong_method.json()
+
+
+async def test_a_request_refused_before_its_body_is_counted_once(serve: ServeApp) -> None:
+    """With every digit model's queue full, a request is refused before its body is read: one refusal,
+    counted once, against the default model, although each model of the task was asked."""
+    names = ["digit_lstm", "digit_gru", "digit_rnn"]
+    async with serve(
+        max_batch_size=16, max_delay_ms=FOREVER_MS, max_queue_size=1, max_inputs_per_request=1
+    ) as (app, client):
+        waiting = [
+            asyncio.ensure_future(client.post("/predict/digit", json={"pixels": BAR, "model": name}))
+            for name in names
+        ]
+        sample = app.state.metrics.registry.get_sample_value
+        for _ in range(3000):  # wait (at most 30 s) until each model has its one input queued
+            if all(sample("rnnserve_queue_depth", {"model": name}) == 1 for name in names):
+                break
+            await asyncio.sleep(0.01)
+        refused = await client.post("/predict/digit", json={"pixels": BAR})
+        assert refused.status_code == 429
+        assert "model digit_lstm has 1 inputs waiting" in refused.json()["detail"]
+        counted = {
+            name: sample("rnnserve_rejected_inputs_total", {"model": name, "reason": "overloaded"}) or 0
+            for name in names
+        }
+        assert counted == {"digit_lstm": 1, "digit_gru": 0, "digit_rnn": 0}
+    await asyncio.wait_for(asyncio.gather(*waiting), 60)

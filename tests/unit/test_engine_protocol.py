@@ -11,9 +11,9 @@ import msgpack
 import numpy as np
 import pytest
 
-from service.batching import Batcher
+from service.batching import Batcher, QueueState
 from service.config import BatchSettings, Settings
-from service.engine.client import AdmissionView, refusal_metrics
+from service.engine.client import RemoteAdmission, refusal_metrics
 from service.engine.protocol import (
     ProtocolError,
     decode_inputs,
@@ -28,7 +28,6 @@ from service.engine.protocol import (
 from service.engine.queue_state import (
     PROBLEM_BYTES,
     SLOT,
-    QueueState,
     QueueStateBoard,
     board_path,
     share,
@@ -181,7 +180,7 @@ async def test_a_worker_refuses_as_the_engines_batcher_would_at_every_change_of_
     def waiting(depth: int) -> QueueState:
         return QueueState(depth=depth, capacity=3, serving=True, problem=None, retry_after_s=1)
 
-    view = AdmissionView("m", batching, refusal_metrics(worker_metrics, "m"), worker_board, 0)
+    view = RemoteAdmission("m", worker_board, 0, refusal_metrics(worker_metrics, "m"))
     view.admit()
 
     running = asyncio.ensure_future(batcher.submit_many([0]))  # taken at once; its call waits
@@ -205,7 +204,7 @@ async def test_a_worker_refuses_as_the_engines_batcher_would_at_every_change_of_
 
     release.set()
     assert (await running, await queued) == ([0], [1, 2, 3])
-    assert worker_board.read(0) == QueueState.of(batcher)
+    assert worker_board.read(0) == batcher.state()
     view.admit()  # room again
 
     failing.set()
