@@ -2,7 +2,8 @@
 
 The dry run trains every variant on a slice of the real MNIST, in seconds; the variants under models/
 come from the full run and are checked as the service would use them: same interface as digit_lstm,
-checksums, accuracy on the real test set against their metadata, and served over HTTP.
+checksums, and accuracy on the real test set against their metadata (tests/process/test_published_variants.py
+serves them over HTTP).
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
-from serving import REPO_ROOT, start_service
+from serving import REPO_ROOT
 
 from service.repository import locate
 from training.cells import CELL_TYPES, cell_type, recurrent_layer, recurrent_parameters
@@ -126,29 +126,3 @@ def test_published_variant_accuracy_on_real_mnist_matches_its_metadata(
     assert abs(accuracy - metadata["metrics"]["test_accuracy_onnx"]) < 0.01, accuracy
     torch_accuracy = metadata["metrics"]["test_accuracy_eager"]
     assert abs(metadata["metrics"]["test_accuracy_onnx"] - torch_accuracy) < 0.002
-
-
-def test_the_service_serves_the_published_variants(
-    tmp_path: Path, mnist_test_set: tuple[np.ndarray, np.ndarray]
-) -> None:
-    """Each variant, named in the request, answers with the digits its ONNX graph gives directly."""
-    images, _ = mnist_test_set
-    batch = images[:32]
-    url, process = start_service(REPO_ROOT / "models", tmp_path / "service.log", models=",".join(PUBLISHED))
-    try:
-        for name in PUBLISHED:
-            answer = httpx.post(
-                f"{url}/predict/digit?model={name}",
-                content=batch.tobytes(),
-                headers={"content-type": "application/octet-stream"},
-                timeout=30,
-            )
-            assert answer.status_code == 200, answer.text
-            predictions = answer.json()["predictions"]
-            session = onnx_session(REPO_ROOT / "models" / name / "1" / "model.onnx")
-            expected = session.run(["probabilities"], {"pixels": batch.astype(np.float32)})[0].argmax(1)
-            assert [p["model"] for p in predictions] == [name] * len(batch)
-            assert [p["digit"] for p in predictions] == expected.tolist()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
