@@ -16,10 +16,11 @@ import gzip
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pytest
@@ -146,14 +147,22 @@ async def api_client(serve: ServeApp) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-# The programs the system tier drives. `require_tool(command, package)` finds one on PATH or in /usr/sbin
-# (where Debian puts haproxy, dockerd and debootstrap). As root it installs a missing one from its Debian
-# package first, as `make system-tools` does; otherwise, or when apt-get cannot install it, the test fails
-# on one line that names the program and the command that provides it. Nothing is skipped.
+# The programs the system tier drives. `require_tool(command, package)` finds one beside the interpreter
+# (where pip puts hadolint), on PATH or in /usr/sbin (where Debian puts haproxy, dockerd and debootstrap).
+# As root it installs a missing one from its Debian package first, as `make system-tools` does; otherwise,
+# or when apt-get cannot install it, the test fails on one line that names the program and the command that
+# provides it. A program no Debian package provides (kubectl new enough, hadolint) is asked for with
+# `package=None` and `fix=` saying how to get it: it is never installed. Nothing is skipped.
+
+
+class RequireTool(Protocol):
+    def __call__(self, command: str, package: str | None, *, fix: str | None = None) -> str: ...
 
 
 def _search_path() -> str:
-    return os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]
+    )
 
 
 def _apt_get_install(package: str) -> str:
@@ -169,13 +178,17 @@ def _apt_get_install(package: str) -> str:
 
 
 @functools.cache
-def _find_or_install(command: str, package: str) -> str:
-    """The path of `command`; installs `package` as root when it is missing, fails the test otherwise."""
+def find_tool(command: str, package: str | None, *, fix: str | None = None) -> str:
+    """The path of `command`. When it is missing: as root, installs the Debian `package` (when one is named)
+    and looks again; otherwise fails the test on one line that says how to get it (`fix`, or apt-get)."""
     found = shutil.which(command, path=_search_path())
     if found is not None:
         return found
-    fix = f"sudo apt-get install {package} (`make system-tools` as root installs every tool of this tier)"
-    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+    if fix is None:
+        if package is None:
+            raise TypeError(f"find_tool({command!r}): name its Debian package, or say how to get it (fix=)")
+        fix = f"sudo apt-get install {package} (`make system-tools` as root installs every tool of this tier)"
+    if package is None or os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.fail(f"{command} is missing: {fix}", pytrace=False)
     complaint = _apt_get_install(package)
     found = shutil.which(command, path=_search_path())
@@ -186,6 +199,7 @@ def _find_or_install(command: str, package: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def require_tool() -> Callable[[str, str], str]:
-    """`require_tool("haproxy", "haproxy")`: the program's path, installed as root when missing."""
-    return _find_or_install
+def require_tool() -> RequireTool:
+    """`require_tool("haproxy", "haproxy")`: the program's path, installed as root when missing.
+    Session-scoped, so that module-scoped fixtures can ask for their programs too."""
+    return find_tool

@@ -9,7 +9,6 @@ import math
 import signal
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -17,7 +16,6 @@ from playwright.sync_api import ConsoleMessage, Page, Request
 from prometheus_client.parser import text_string_to_metric_families
 from serving import REPO_ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
 # Without the networking flags Chromium keeps trying to reach the internet. Playwright adds --headless
 # and a fresh --user-data-dir for every launch itself (and refuses one given here).
 CHROMIUM_FLAGS = [

@@ -5,23 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from browsing import CHROMIUM, CHROMIUM_FLAGS, Visit, stop
+from browsing import CHROMIUM_FLAGS, Visit, stop
 from playwright.sync_api import Browser, sync_playwright
 from serving import start_service
 
+if TYPE_CHECKING:
+    from conftest import RequireTool
+
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: the browser tests drive Debian's Chromium. Install it with "
-            "`apt-get install chromium` (`make browser-tools` does); no browser is downloaded."
-        )
+def browser(require_tool: RequireTool) -> Iterator[Browser]:
+    """Debian's Chromium driven by Playwright, never a browser that Playwright downloads."""
+    chromium = require_tool("chromium", "chromium")
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        launched = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         yield launched
         launched.close()
 

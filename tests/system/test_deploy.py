@@ -16,16 +16,14 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jsonschema
@@ -39,6 +37,9 @@ from service.app import create_app
 from service.config import Settings
 from service.drain import ARRIVAL_GRACE_S
 from service.server import ENGINE_STOP_MARGIN_S
+
+if TYPE_CHECKING:
+    from conftest import RequireTool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
@@ -66,25 +67,31 @@ PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 ADAPTER_RULES = yaml.safe_load((DEPLOY / "prometheus-adapter/values.yaml").read_text())["rules"]["custom"]
 
 
-@functools.cache
-def kubectl() -> str:
-    """kubectl with a kustomize that knows components (v5, kubectl 1.27 or newer); fails loudly without."""
-    install = (
-        "install kubectl 1.27 or newer, which embeds kustomize v5: the Kubernetes project's release binary "
-        "or a `kubectl` package (Debian's kubernetes-client, 1.20, is too old)"
-    )
-    found = shutil.which("kubectl")
-    if found is None:
-        pytest.fail(f"kubectl is missing: {install}")
+KUBECTL_FIX = (
+    "install kubectl 1.27 or newer, which embeds kustomize v5 (the Kubernetes project's release binary; "
+    "Debian's kubernetes-client is too old)"
+)
+
+
+@pytest.fixture(scope="module")
+def kubectl(require_tool: RequireTool) -> str:
+    """kubectl with a kustomize that knows components (v5); the test fails on one line without one."""
+    found = require_tool("kubectl", None, fix=KUBECTL_FIX)
     asked = [found, "version", "--client", "-o", "json"]
     version = subprocess.run(asked, capture_output=True, text=True, check=False)
-    kustomize = json.loads(version.stdout or "{}").get("kustomizeVersion", "")
+    try:
+        kustomize = json.loads(version.stdout or "{}").get("kustomizeVersion", "")
+    except json.JSONDecodeError:
+        kustomize = ""
     if not kustomize.startswith("v5"):
-        pytest.fail(f"{found} embeds kustomize {kustomize or 'of unknown version'}, not v5: {install}")
+        pytest.fail(
+            f"{found} embeds kustomize {kustomize or 'of unknown version'}, not v5: {KUBECTL_FIX}",
+            pytrace=False,
+        )
     return found
 
 
-def render(parts: tuple[Path, ...], scratch: Path) -> list[dict[str, Any]]:
+def render(kubectl: str, parts: tuple[Path, ...], scratch: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize` of a kustomization directory, or of a resource with components on top."""
     root = parts[0]
     if len(parts) > 1:
@@ -94,15 +101,17 @@ def render(parts: tuple[Path, ...], scratch: Path) -> list[dict[str, Any]]:
         relative = [os.path.relpath(part, root) for part in parts]
         composed = {"resources": relative[:1], "components": relative[1:]}
         (root / "kustomization.yaml").write_text(yaml.safe_dump(composed))
-    done = subprocess.run([kubectl(), "kustomize", str(root)], capture_output=True, text=True, check=False)
+    done = subprocess.run([kubectl, "kustomize", str(root)], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.fail(f"kubectl kustomize {root} failed:\n{done.stderr}")
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
-    return {name: render(parts, tmp_path_factory.mktemp("kustomize")) for name, parts in VARIANTS.items()}
+def rendered(kubectl: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    return {
+        name: render(kubectl, parts, tmp_path_factory.mktemp("kustomize")) for name, parts in VARIANTS.items()
+    }
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
