@@ -80,7 +80,9 @@ async def test_per_model_batching_overrides_apply_to_that_model_only(serve: Serv
 async def test_the_newest_version_is_served(serve: ServeApp, models_dir: Path, tmp_path: Path) -> None:
     repository = tmp_path / "models"
     shutil.copytree(models_dir, repository)
-    (current,) = [p for p in (repository / "digit_lstm").iterdir() if p.is_dir()]
+    current = max(
+        (p for p in (repository / "digit_lstm").iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
     newest = repository / "digit_lstm" / "12"
     shutil.copytree(current, newest)
     (repository / "digit_lstm" / "9").mkdir()  # older and empty: never looked at
@@ -200,7 +202,7 @@ async def test_the_api_docs_describe_every_request_form(api_client: httpx.AsyncC
     assert {"200", "413", "422", "429", "503"} <= set(digit["responses"])
     forecast = spec["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     alone, many = forecast["oneOf"]
-    assert sorted(alone["properties"]) == ["horizon", "levels", "model", "series"]
+    assert sorted(alone["properties"]) == ["horizon", "levels", "model", "quantiles", "series"]
     assert sorted(many["properties"]) == ["inputs", "model"]
     # The default forecaster's limits, from its metadata.
     series = alone["properties"]["series"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.repository import newest_version
 from service.v2.tensors import Tensor, decompress, encode_infer_response, parse_infer_request
 
 if TYPE_CHECKING:
@@ -142,7 +144,7 @@ async def test_v2_inputs_share_the_batch_with_rest_inputs(
 
 
 async def test_overload_and_missing_keys_answer_in_the_protocols_shape(
-    serve: ServeApp, mnist_test_set: tuple[np.ndarray, np.ndarray]
+    serve: ServeApp, models_dir: Path, mnist_test_set: tuple[np.ndarray, np.ndarray]
 ) -> None:
     images = mnist_test_set[0][:1].astype(np.float32)
     async with serve(
@@ -157,7 +159,8 @@ async def test_overload_and_missing_keys_answer_in_the_protocols_shape(
                 break
             await asyncio.sleep(0.01)
         refused = await client.post(
-            "/v2/models/digit_lstm/versions/1/infer", content=body(digit_tensor(images))
+            f"/v2/models/digit_lstm/versions/{newest_version(models_dir, 'digit_lstm').name}/infer",
+            content=body(digit_tensor(images)),
         )
         assert refused.status_code == 429 and "Retry-After" in refused.headers
         assert set(refused.json()) == {"error"}

@@ -43,7 +43,7 @@ from rnnserve_client import (
 )
 from serving import REPO_ROOT, free_port, start_service
 
-from service.repository import model_names
+from service.repository import model_names, newest_version
 
 SINE = [float(np.sin(t / 4)) for t in range(64)]
 RAMP = [float(t) for t in range(16)]
@@ -195,6 +195,23 @@ def test_forecast_one_and_many(url: str) -> None:
         one.interval(99)
 
 
+def test_forecast_with_missing_values_and_quantiles(url: str) -> None:
+    gappy: list[float | None] = list(SINE)
+    gappy[3] = None
+    with_nan = np.array(SINE, dtype=np.float64)
+    with_nan[3] = np.nan
+    with Client(url) as client:
+        answer = client.forecast(gappy, horizon=4, quantiles=(0.1, 0.5, 0.9))
+        from_array = client.forecast(with_nan, horizon=4)
+    expected = posted(url, "/forecast", {"series": gappy, "horizon": 4, "quantiles": [0.1, 0.5, 0.9]})
+    assert answer.forecast == pytest.approx(expected["forecast"], abs=1e-5)
+    assert from_array.forecast == pytest.approx(expected["forecast"], abs=1e-5)
+    assert list(answer.quantiles) == ["0.1", "0.5", "0.9"]
+    assert answer.quantiles["0.5"] == pytest.approx(answer.forecast, abs=1e-5)
+    assert answer.quantiles["0.9"] == pytest.approx(expected["quantiles"]["0.9"], abs=1e-5)
+    assert from_array.quantiles == {}
+
+
 def test_health_and_models(url: str) -> None:
     with Client(url) as client:
         health = client.health()
@@ -206,7 +223,8 @@ def test_health_and_models(url: str) -> None:
     assert listing.backend == raw["backend"] and listing.requested_device == raw["requested_device"]
     assert [m.name for m in listing.models] == [m["name"] for m in raw["models"]]
     digit_model = listing.model("digit_lstm")
-    assert digit_model.ready and digit_model.task == "digit-classification" and digit_model.version == "1"
+    newest = newest_version(REPO_ROOT / "models", "digit_lstm").name
+    assert digit_model.ready and digit_model.task == "digit-classification" and digit_model.version == newest
     assert digit_model.batching is not None and digit_model.batching.max_batch_size == 64
     assert digit_model.metadata["metrics"] == raw["models"][0]["metadata"]["metrics"]
     assert listing.model("sine_gru").task == "forecasting"

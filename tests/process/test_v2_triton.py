@@ -59,9 +59,9 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
     ]
     series = client.get_model_metadata("sine_gru", model_version=newest_version("sine_gru"))
     assert [(i["name"], i["datatype"], i["shape"]) for i in series["inputs"]] == [
-        ("series", "FP32", [-1, -1]), ("horizon", "INT32", [-1, 1])
+        ("series", "FP32", [-1, -1]), ("horizon", "INT32", [-1, 1]), ("quantiles", "FP32", [1, -1])
     ]  # fmt: skip
-    assert [o["name"] for o in series["outputs"]] == ["mean", "std"]
+    assert [o["name"] for o in series["outputs"]] == ["mean", "std", "quantiles"]
     for name in ("digit_lstm", "sine_gru"):
         assert client.is_model_ready(name) and client.is_model_ready(name, newest_version(name))
         assert client.get_model_config(name)["max_batch_size"] >= 1

@@ -185,6 +185,7 @@ def test_a_chosen_digit_model_reads_the_drawing_and_is_named(
     listed = httpx.get(f"{server}/models", timeout=10).json()["models"]
     digit_models = [model for model in listed if model.get("task") == "digit-classification"]
     assert [model["name"] for model in digit_models][:1] == ["digit_lstm"] and len(digit_models) == 3
+    served = {model["name"]: model["version"] for model in digit_models}  # each model's newest version
     expect(page.locator("#digit-model-choice")).to_have_attribute("data-state", "listed")
     options = page.locator("#digit-model option").evaluate_all("all => all.map(o => [o.value, o.text])")
     assert options == [
@@ -198,12 +199,16 @@ def test_a_chosen_digit_model_reads_the_drawing_and_is_named(
     assert wait_for_state(page, "digit", "shown", "error") == "shown", error_text(page, "digit")
     sent = json.loads(seen.api_calls("/predict/digit")[-1].post_data or "")
     assert sent["model"] == "digit_lstm"
-    expect(page.locator("#digit-answered")).to_have_text("Answered by digit_lstm, version 1")
+    expect(page.locator("#digit-answered")).to_have_text(
+        f"Answered by digit_lstm, version {served['digit_lstm']}"
+    )
     with page.expect_response(lambda r: r.url.endswith("/predict/digit")) as answered:
         page.select_option("#digit-model", "digit_gru")  # the drawing goes to the model chosen
     assert answered.value.status == 200
     assert json.loads(answered.value.request.post_data or "") == {**sent, "model": "digit_gru"}
-    expect(page.locator("#digit-answered")).to_have_text("Answered by digit_gru, version 1")
+    expect(page.locator("#digit-answered")).to_have_text(
+        f"Answered by digit_gru, version {served['digit_gru']}"
+    )
     expect(page.locator("#digit")).to_have_attribute("data-state", "shown")
     direct = httpx.post(f"{server}/predict/digit", json={**sent, "model": "digit_gru"}, timeout=30).json()
     assert direct["model"] == "digit_gru" and int(page.locator("#digit-result").inner_text()) == 4

@@ -14,9 +14,11 @@ from service.repository import ModelLoadError, locate
 
 @pytest.fixture
 def repository(tmp_path: Path, models_dir: Path) -> Path:
-    """A copy of the committed digit model, as version 1 and version 3."""
+    """A copy of the committed digit model's newest version, as version 1 and version 3."""
     root = tmp_path / "models"
-    (committed,) = [p for p in (models_dir / "digit_lstm").iterdir() if p.is_dir() and p.name.isdigit()]
+    committed = max(
+        (p for p in (models_dir / "digit_lstm").iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
     for version in ("1", "3"):
         shutil.copytree(committed, root / "digit_lstm" / version)
     return root
