@@ -26,6 +26,7 @@ from service.schemas import (
     levels,
     parse_body,
     pixels,
+    quantiles,
     series,
 )
 from service.tasks.base import check
@@ -148,14 +149,13 @@ def forecast_items_from_json(body: JsonBody, model: Forecaster, sent_as: str = "
     def item(data: Any) -> SeriesInput:
         if not isinstance(data, dict) or not {"series", "horizon"} <= data.keys() <= SERIES_FIELDS:
             raise _NotCommon
-        horizon, given = data["horizon"], data.get("levels")
+        horizon = data["horizon"]
         if type(horizon) is not int or model.horizon_problem(horizon):
             raise _NotCommon
-        if given is not None:
-            if not isinstance(given, list) or not all(type(v) in (int, float) for v in given):
-                raise _NotCommon
-            given = levels([float(v) for v in given])
-        return as_input(series(data["series"], context), horizon, given)
+        wanted = [
+            numbers(data.get(name), check) for name, check in (("levels", levels), ("quantiles", quantiles))
+        ]
+        return as_input(series(data["series"], context), horizon, *wanted)
 
     context = ModelRules(model)
     common = _common_items(body, item)
@@ -165,4 +165,13 @@ def forecast_items_from_json(body: JsonBody, model: Forecaster, sent_as: str = "
     return request.items(), request.inputs is not None
 
 
-SERIES_FIELDS = {"series", "horizon", "levels"}
+SERIES_FIELDS = {"series", "horizon", "levels", "quantiles"}
+
+
+def numbers(given: Any, check: Callable[[list[float] | None], list[float] | None]) -> list[float] | None:
+    """An optional list of numbers (`levels`, `quantiles`), checked by its validator."""
+    if given is None:
+        return None
+    if not isinstance(given, list) or not all(type(v) in (int, float) for v in given):
+        raise _NotCommon
+    return check([float(v) for v in given])

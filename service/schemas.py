@@ -28,7 +28,7 @@ from pydantic_core import PydanticCustomError
 from service.errors import InvalidInput
 from service.tasks.base import ServedModel
 from service.tasks.digits import DigitClassifier
-from service.tasks.forecasts import Forecaster, SeriesInput, levels_problem
+from service.tasks.forecasts import Forecaster, SeriesInput, levels_problem, quantiles_problem
 
 Task = TypeVar("Task", bound=ServedModel[Any, Any])
 
@@ -105,18 +105,34 @@ def pixels(value: Any, info: HasContext) -> np.ndarray:
 
 
 def series(value: Any, info: HasContext) -> np.ndarray:
-    """A 1-D series from a JSON list of numbers, as the forecaster's rules allow it."""
+    """A 1-D series from a JSON list of numbers (null for a missing value), as the forecaster's rules
+    allow it; a missing value is NaN."""
+    missing = None
+    if isinstance(value, list) and None in value:
+        missing = np.array([entry is None for entry in value])
+        value = [0 if entry is None else entry for entry in value]
     array = number_array(value).astype(np.float64)
     if array.ndim != 1:
         raise _invalid(f"must be a flat list of numbers; got an array of shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise _invalid("must hold finite numbers (null for a missing value): found NaN or infinity")
+    if missing is not None:
+        array[missing] = np.nan
     problem = _model(info, Forecaster).series_problem(array)
     if problem:
         raise _invalid(problem)
-    return array.astype(np.float32)
+    return array
 
 
 def horizon(value: int, info: HasContext) -> int:
     problem = _model(info, Forecaster).horizon_problem(value)
+    if problem:
+        raise _invalid(problem)
+    return value
+
+
+def quantiles(value: list[float] | None) -> list[float] | None:
+    problem = None if value is None else quantiles_problem(value)
     if problem:
         raise _invalid(problem)
     return value
@@ -169,6 +185,14 @@ Horizon = Annotated[
     Strict(),
     AfterValidator(horizon),
     Field(description="How many steps to forecast (1 to 128 for sine_gru)."),
+]
+Quantiles = Annotated[
+    list[float],
+    AfterValidator(quantiles),
+    Field(
+        description="Quantiles to forecast, each a probability strictly between 0 and 1, "
+        "e.g. [0.1, 0.5, 0.9]."
+    ),
 ]
 Levels = Annotated[
     list[float],
@@ -256,6 +280,7 @@ class ForecastInput(BaseModel):
     series: Series
     horizon: Horizon
     levels: Levels | None = None
+    quantiles: Quantiles | None = None
 
 
 class ForecastRequest(BaseModel):
@@ -266,6 +291,7 @@ class ForecastRequest(BaseModel):
     series: Series | None = None
     horizon: Horizon | None = None
     levels: Levels | None = None
+    quantiles: Quantiles | None = None
     inputs: list[ForecastInput] | None = Field(default=None, min_length=1)
     model: ModelName | None = None
 
@@ -273,13 +299,20 @@ class ForecastRequest(BaseModel):
     @classmethod
     def _one_form(cls, data: Any) -> Any:
         return _exactly_one(
-            data, ("series", "inputs"), ("series", "horizon", "levels", "inputs", "model"), FORECAST_EXAMPLE
+            data,
+            ("series", "inputs"),
+            ("series", "horizon", "levels", "quantiles", "inputs", "model"),
+            FORECAST_EXAMPLE,
         )
 
     @model_validator(mode="after")
     def _horizon_beside_series(self) -> ForecastRequest:
-        if self.inputs is not None and (self.horizon is not None or self.levels is not None):
-            raise _invalid('with "inputs", give "horizon" and "levels" inside each entry of inputs')
+        if self.inputs is not None and (
+            self.horizon is not None or self.levels is not None or self.quantiles is not None
+        ):
+            raise _invalid(
+                'with "inputs", give "horizon", "levels" and "quantiles" inside each entry of inputs'
+            )
         if self.series is not None and self.horizon is None:
             raise _invalid('"horizon" is required: how many steps to forecast')
         return self
@@ -287,13 +320,20 @@ class ForecastRequest(BaseModel):
     def items(self) -> list[SeriesInput]:
         """The request's series in order, whichever form it used."""
         if self.inputs is not None:
-            return [as_input(entry.series, entry.horizon, entry.levels) for entry in self.inputs]
+            return [as_input(e.series, e.horizon, e.levels, e.quantiles) for e in self.inputs]
         assert self.series is not None and self.horizon is not None
-        return [as_input(self.series, self.horizon, self.levels)]
+        return [as_input(self.series, self.horizon, self.levels, self.quantiles)]
 
 
-def as_input(series: np.ndarray, horizon: int, levels: list[float] | None) -> SeriesInput:
-    return SeriesInput(series, horizon, None if levels is None else tuple(float(v) for v in levels))
+def as_input(
+    series: np.ndarray, horizon: int, levels: list[float] | None, quantiles: list[float] | None = None
+) -> SeriesInput:
+    return SeriesInput(
+        series,
+        horizon,
+        None if levels is None else tuple(float(v) for v in levels),
+        None if quantiles is None else tuple(float(q) for q in quantiles),
+    )
 
 
 _FRIENDLIER = {

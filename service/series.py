@@ -23,7 +23,8 @@ def recent_window(series: np.ndarray, context_length: int) -> np.ndarray:
 def pad_left(windows: Sequence[np.ndarray], patch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Stack 1-D windows right-aligned into (values, mask), zero-padded on the left.
 
-    The common length is the longest window rounded up to a multiple of `patch_size`.
+    The common length is the longest window rounded up to a multiple of `patch_size`. A missing value
+    (NaN) is masked like padding: value 0, mask 0.
     """
     if not windows:
         raise ValueError("pad_left needs at least one series")
@@ -35,6 +36,10 @@ def pad_left(windows: Sequence[np.ndarray], patch_size: int) -> tuple[np.ndarray
         if len(window):
             values[row, -len(window) :] = window
             mask[row, -len(window) :] = 1.0
+    missing = np.isnan(values)
+    if missing.any():
+        values[missing] = 0.0
+        mask[missing] = 0.0
     return values, mask
 
 
@@ -43,6 +48,11 @@ def normal_quantile(level: float) -> float:
     if not 0.0 < level < 100.0:
         raise ValueError(f"an interval level is a percentage strictly between 0 and 100, got {level}")
     return NormalDist().inv_cdf(0.5 + level / 200.0)
+
+
+def quantile(mean: np.ndarray, std: np.ndarray, q: float) -> np.ndarray:
+    """The `q` quantile (0 < q < 1) of each step's Gaussian forecast."""
+    return mean + NormalDist().inv_cdf(q) * std
 
 
 def interval(mean: np.ndarray, std: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:

@@ -119,14 +119,16 @@ class Client(_ClientBase):
 
     def forecast(
         self,
-        series: Sequence[float] | Any,
+        series: Sequence[float | None] | Any,
         horizon: int,
         levels: Sequence[float] = DEFAULT_LEVELS,
         model: str | None = None,
+        quantiles: Sequence[float] | None = None,
     ) -> Forecast:
-        """Forecast the next `horizon` values of `series` (numbers oldest first, or a 1-D numpy array),
-        with a central interval for each level in percent."""
-        body = forecast_body(ForecastInput(series, horizon, levels))
+        """Forecast the next `horizon` values of `series` (numbers oldest first, or a 1-D numpy array;
+        None or NaN for a missing value), with a central interval for each level in percent and, if
+        asked, the forecast at each of `quantiles` (probabilities, e.g. (0.1, 0.9))."""
+        body = forecast_body(ForecastInput(series, horizon, levels, quantiles))
         return _forecasts(self._post(FORECAST_PATH, body, model), many=False)[0]
 
     def forecast_many(self, inputs: Iterable[ForecastInput], model: str | None = None) -> list[Forecast]:
@@ -196,13 +198,14 @@ class AsyncClient(_ClientBase):
 
     async def forecast(
         self,
-        series: Sequence[float] | Any,
+        series: Sequence[float | None] | Any,
         horizon: int,
         levels: Sequence[float] = DEFAULT_LEVELS,
         model: str | None = None,
+        quantiles: Sequence[float] | None = None,
     ) -> Forecast:
         """See `Client.forecast`."""
-        body = forecast_body(ForecastInput(series, horizon, levels))
+        body = forecast_body(ForecastInput(series, horizon, levels, quantiles))
         return _forecasts(await self._post(FORECAST_PATH, body, model), many=False)[0]
 
     async def forecast_many(

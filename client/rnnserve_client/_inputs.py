@@ -103,10 +103,12 @@ def _forecast_entry(query: ForecastInput, where: str) -> dict[str, Any]:
         series = series.tolist()
     if isinstance(series, str | bytes) or not isinstance(series, Iterable):
         raise InputError(f"{where}: is a {type(series).__name__}; pass a list of numbers, oldest first")
-    try:
-        values = [float(v) for v in series]
+    try:  # None, or NaN from numpy or pandas, is a missing value: sent as null
+        values = [None if v is None or v != v else float(v) for v in series]
     except (TypeError, ValueError):
-        raise InputError(f"{where}: holds something that is not a number; pass numbers only") from None
+        raise InputError(
+            f"{where}: holds something that is not a number; pass numbers only (None for a missing value)"
+        ) from None
     try:
         if isinstance(query.horizon, bool):
             raise TypeError
@@ -118,7 +120,18 @@ def _forecast_entry(query: ForecastInput, where: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"series": values, "horizon": horizon}
     if query.levels is not None:
         entry["levels"] = _levels(query.levels)
+    if query.quantiles is not None:
+        entry["quantiles"] = _quantiles(query.quantiles)
     return entry
+
+
+def _quantiles(quantiles: Sequence[float]) -> list[float]:
+    if isinstance(quantiles, int | float):
+        return [float(quantiles)]
+    try:
+        return [float(q) for q in quantiles]
+    except (TypeError, ValueError):
+        raise InputError(f"quantiles: is {quantiles!r}; pass probabilities, e.g. (0.1, 0.5, 0.9)") from None
 
 
 def _levels(levels: Sequence[float]) -> list[float]:

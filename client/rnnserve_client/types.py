@@ -15,11 +15,13 @@ DEFAULT_LEVELS: tuple[float, ...] = (80, 95)
 @dataclass(frozen=True)
 class ForecastInput:
     """One series to forecast with `Client.forecast_many`: values oldest first (a sequence of numbers or
-    a 1-D numpy array), how many steps to forecast, and the interval levels in percent."""
+    a 1-D numpy array; None or NaN for a missing value), how many steps to forecast, the interval
+    levels in percent, and the quantiles to forecast (probabilities), if any."""
 
-    series: Sequence[float] | Any
+    series: Sequence[float | None] | Any
     horizon: int
     levels: Sequence[float] = DEFAULT_LEVELS
+    quantiles: Sequence[float] | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,8 @@ class Forecast:
     intervals: dict[str, Interval]
     model: str
     version: str
+    quantiles: dict[str, list[float]] = field(default_factory=dict)
+    """Per quantile asked for ("0.1", "0.9"), the forecast's values at it."""
 
     def interval(self, level: float) -> Interval:
         """The interval of `level` percent, e.g. `interval(95)` (or `interval(97.5)`)."""
@@ -83,6 +87,7 @@ class Forecast:
             },
             model=str(data["model"]),
             version=str(data["version"]),
+            quantiles={str(q): [float(v) for v in values] for q, values in data.get("quantiles", {}).items()},
         )
 
 

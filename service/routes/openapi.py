@@ -47,6 +47,9 @@ class Interval(BaseModel):
 class Forecast(BaseModel):
     forecast: list[float] = Field(description="The expected next `horizon` values.")
     intervals: dict[str, Interval] = Field(description='Per level, e.g. "80" and "95".')
+    quantiles: dict[str, list[float]] | None = Field(
+        default=None, description='Per quantile asked for, e.g. "0.1" and "0.9"; only when asked.'
+    )
     model: str
     version: str
 
@@ -193,16 +196,24 @@ def _bodies(served: Catalog) -> dict[str, dict[str, Any]]:
         },
     ]
     shortest, longest = _config(forecasts, "min_length", 1), _config(forecasts, "max_length", 4096)
-    series = {**_number_list(shortest, longest, {"type": "number"}), "description": "Oldest value first."}
+    series = {
+        **_number_list(shortest, longest, {"type": ["number", "null"]}),
+        "description": f"Oldest value first; null for a missing value (at least {shortest} observed).",
+    }
     horizon = {"type": "integer", "minimum": 1, "maximum": _config(forecasts, "max_horizon", 128)}
     levels = {
         **_number_list(1, 10, {"type": "number", "minimum": 1, "exclusiveMaximum": 100}),
         "uniqueItems": True,
         "description": "Central prediction-interval levels in percent (default [80, 95]).",
     }
+    quantiles = {
+        **_number_list(1, 20, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+        "uniqueItems": True,
+        "description": "Quantiles to forecast, e.g. [0.1, 0.5, 0.9]; answered as `quantiles`.",
+    }
     one_series = {
         "type": "object",
-        "properties": {"series": series, "horizon": horizon, "levels": levels},
+        "properties": {"series": series, "horizon": horizon, "levels": levels, "quantiles": quantiles},
         "required": ["series", "horizon"],
         "additionalProperties": False,
     }

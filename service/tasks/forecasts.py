@@ -20,11 +20,12 @@ import numpy as np
 
 from service.config import BatchSettings
 from service.repository import ModelArtifact
-from service.series import interval, pad_left, recent_window
+from service.series import interval, pad_left, quantile, recent_window
 from service.tasks.base import FLOAT32_MAX, Locate, Problem, ServedModel, TensorSpec, check
 
 DEFAULT_LEVELS = (80.0, 95.0)
 MAX_LEVELS = 10
+MAX_QUANTILES = 20
 OVERFLOW = (
     "its values are too large for the model's float32 arithmetic (the forecast overflowed); divide the "
     "series by a constant and scale the answer back"
@@ -48,6 +49,24 @@ def levels_problem(levels: Sequence[float]) -> str | None:
     return None
 
 
+def quantiles_problem(quantiles: Sequence[float]) -> str | None:
+    """What is wrong with a list of quantiles (probabilities strictly between 0 and 1)."""
+    if not 1 <= len(quantiles) <= MAX_QUANTILES:
+        return f"must list 1 to {MAX_QUANTILES} probabilities; got {len(quantiles)}"
+    for q in quantiles:
+        if not (math.isfinite(q) and 0 < q < 1):
+            hint = f": send {q / 100:g}, not {q:g}" if 1 < q < 100 else ""
+            return f"each quantile must be a probability strictly between 0 and 1; got {q:g}{hint}"
+    if len({quantile_key(q) for q in quantiles}) != len(quantiles):
+        return "must not repeat a value"
+    return None
+
+
+def quantile_key(q: float) -> str:
+    """How a quantile names its values in the answer: 0.1 -> "0.1", 0.975 -> "0.975"."""
+    return repr(float(q))
+
+
 def level_key(level: float) -> str:
     """How a level names its interval in the answer: 80 -> "80", 97.5 -> "97.5"."""
     return str(int(level)) if float(level).is_integer() else repr(float(level))
@@ -58,8 +77,10 @@ class SeriesInput:
     """One series to forecast, as a protocol decoded it (not yet checked)."""
 
     series: np.ndarray
+    """Oldest first; NaN marks a missing value."""
     horizon: int
     levels: tuple[float, ...] | None = None
+    quantiles: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,7 @@ class ForecastQuery:
     horizon: int
     levels: tuple[float, ...]
     item: int
+    quantiles: tuple[float, ...] | None = None
 
 
 class Forecaster(ServedModel[np.ndarray, Moments]):
@@ -92,24 +114,32 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         return (
             TensorSpec("series", "FP32", (-1, -1), accepted=("FP64",)),
             TensorSpec("horizon", "INT32", (-1, 1), accepted=("INT64",), optional=True),
+            TensorSpec("quantiles", "FP32", (1, -1), accepted=("FP64",), optional=True),
         )
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
-        return (TensorSpec("mean", "FP32", (-1, -1)), TensorSpec("std", "FP32", (-1, -1)))
+        return (
+            TensorSpec("mean", "FP32", (-1, -1)),
+            TensorSpec("std", "FP32", (-1, -1)),
+            TensorSpec("quantiles", "FP32", (-1, -1, -1), optional=True),
+        )
 
     # Input rules.
 
     def series_problem(self, series: np.ndarray) -> str | None:
-        """What is wrong with one series (1-D numbers, oldest first)."""
-        if not self.min_length <= len(series) <= self.max_length:
+        """What is wrong with one series (1-D numbers, oldest first; NaN for a missing value)."""
+        observed = series[~np.isnan(series)] if series.dtype.kind == "f" else series
+        missing = len(series) - len(observed)
+        if len(series) > self.max_length or len(observed) < self.min_length:
+            given = f"has {len(series)} values" + (f", {missing} of them missing" if missing else "")
             return (
-                f"has {len(series)} values; {self.name} needs {self.min_length} to {self.max_length} "
+                f"{given}; {self.name} needs {self.min_length} to {self.max_length} "
                 f"(it reads the last {self.context_length})"
             )
-        if series.dtype.kind == "f" and not np.isfinite(series).all():
-            return "must hold finite numbers: found NaN or infinity"
-        if float(np.abs(series).max()) > FLOAT32_MAX:
+        if not np.isfinite(observed).all():
+            return "must hold finite numbers: found infinity"
+        if float(np.abs(observed).max()) > FLOAT32_MAX:
             return f"values must lie within ±{FLOAT32_MAX:.3g} (float32); rescale the series"
         return None
 
@@ -123,7 +153,7 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         window."""
         return [
             ForecastQuery(recent_window(given.series, self.context_length), given.horizon,
-                          given.levels or DEFAULT_LEVELS, item)
+                          given.levels or DEFAULT_LEVELS, item, given.quantiles)
             for item, given in enumerate(inputs)
         ]  # fmt: skip
 
@@ -154,6 +184,11 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
                 message = self.horizon_problem(int(values[0]))
             if message:
                 problems.append(Problem("horizon", message))
+        quantiles = arrays.get("quantiles")
+        if quantiles is not None:
+            message = quantiles_problem(quantiles.ravel().tolist())
+            if message:
+                problems.append(Problem("quantiles", message))
         return problems
 
     # Inference.
@@ -187,7 +222,10 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         for level in query.levels:
             lower, upper = interval(mean, std, level)
             intervals[level_key(level)] = {"lower": lower, "upper": upper}
-        return {"forecast": mean, "intervals": intervals, "model": self.name, "version": self.version}
+        answer = {"forecast": mean, "intervals": intervals, "model": self.name, "version": self.version}
+        if query.quantiles is not None:
+            answer["quantiles"] = {quantile_key(q): quantile(mean, std, q) for q in query.quantiles}
+        return answer
 
     async def infer(
         self, arrays: dict[str, np.ndarray], locate: Locate, timeout_s: float | None
@@ -200,9 +238,14 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         mean, std = moments[:, 0, :horizon], moments[:, 1, :horizon]
         rows = np.flatnonzero(~(np.isfinite(mean).all(axis=1) & np.isfinite(std).all(axis=1)))
         check([Problem("series", OVERFLOW, int(row)) for row in rows], locate)
-        return {"mean": mean, "std": std}
+        outputs = {"mean": mean, "std": std}
+        if "quantiles" in arrays:  # (n, k, horizon): each series' forecast at each quantile, in order
+            levels = arrays["quantiles"].ravel().tolist()
+            outputs["quantiles"] = np.stack([quantile(mean, std, q) for q in levels], axis=1)
+        return outputs
 
 
 def _finite(answer: dict[str, Any]) -> bool:
     bounds = [b for pair in answer["intervals"].values() for b in pair.values()]
+    bounds += list(answer.get("quantiles", {}).values())
     return all(np.isfinite(a).all() for a in [answer["forecast"], *bounds])

@@ -120,7 +120,7 @@ class InferTensors(DirectRoute):
         check(model.tensor_problems(arrays), v2_place)
         if request.timeout_s is not None:
             timeout_s = min(timeout_s or request.timeout_s, request.timeout_s)
-        chosen = chosen_outputs(model.outputs, request.outputs, request.binary_output)
+        chosen = chosen_outputs(model.outputs, request.outputs, request.binary_output, arrays)
         outputs = await unless_disconnected(receive, model.infer(arrays, v2_place, timeout_s))
         tensors = [(Tensor(name, "FP32", outputs[name]), binary) for name, binary in chosen]
         return encode_infer_response(model.name, model.version, request.id, tensors)
@@ -180,17 +180,22 @@ def input_arrays(
 
 
 def chosen_outputs(
-    specs: tuple[TensorSpec, ...], requested: Any, binary_output: bool
+    specs: tuple[TensorSpec, ...], requested: Any, binary_output: bool, given: dict[str, Any]
 ) -> list[tuple[str, bool]]:
-    """The outputs to send, in order, each with whether it goes as binary data."""
+    """The outputs to send, in order, each with whether it goes as binary data. An optional output
+    comes with the input of its name (`quantiles`)."""
     names = [spec.name for spec in specs]
+    produced = [spec.name for spec in specs if not spec.optional or spec.name in given]
     if requested is None:
-        return [(name, binary_output) for name in names]
+        return [(name, binary_output) for name in produced]
     unknown = [output.name for output in requested if output.name not in names]
     if unknown:
         raise InvalidInput(
             f"outputs: {', '.join(map(repr, unknown))} not known; this model has {', '.join(names)}"
         )
+    for output in requested:
+        if output.name not in produced:
+            raise InvalidInput(f"outputs: {output.name!r} comes only with the input {output.name!r}; send it")
     return [(output.name, output.binary) for output in requested]
 
 

@@ -174,6 +174,14 @@ def _json_data(data: Any, shape: list[int], datatype: str, where: str) -> np.nda
         array = np.array(data)
     except (ValueError, OverflowError):
         raise InvalidInput(f"{where}: `data` is ragged: nested lists must have equal lengths") from None
+    missing = None
+    if array.dtype.kind == "O" and datatype.startswith("FP"):  # null: a missing value, sent as NaN
+        values = array.ravel()
+        missing = np.array([value is None for value in values]).reshape(array.shape)
+        if missing.any() and all(type(v) in (int, float) for v in values[~missing.ravel()]):
+            array = np.where(missing, 0.0, array).astype(np.float64)
+        else:
+            missing = None
     expected_kinds = "b" if datatype == "BOOL" else "iu" if datatype[0] in "UI" else "iuf"
     if array.size and array.dtype.kind not in expected_kinds:
         wanted = {"b": "booleans", "iu": "integers", "iuf": "numbers"}[expected_kinds]
@@ -188,7 +196,9 @@ def _json_data(data: Any, shape: list[int], datatype: str, where: str) -> np.nda
         if int(array.min()) < info.min or int(array.max()) > info.max:
             raise InvalidInput(f"{where}: values must lie in {info.min}..{info.max} for {datatype}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidInput(f"{where}: `data` must hold finite numbers")
+        raise InvalidInput(f"{where}: `data` must hold finite numbers (null for a missing value)")
+    if missing is not None:
+        array = np.where(missing, np.nan, array)
     return array.astype(dtype).reshape(shape)
 
 

@@ -103,12 +103,12 @@ async def test_every_bad_row_of_a_v2_batch_is_named_with_the_rest_wording(serve:
     assert on_v2.json()["error"] == expected
 
 
-async def test_a_null_in_a_series_is_named_by_its_position(api_client: httpx.AsyncClient) -> None:
-    series: list[float | None] = [1.0] * 20
-    series[5] = None
-    response = await api_client.post("/forecast", json={"series": series, "horizon": 3})
+async def test_a_null_among_pixels_is_named_by_its_position(api_client: httpx.AsyncClient) -> None:
+    pixels: list[float | None] = [0.0] * 784
+    pixels[300] = None
+    response = await api_client.post("/predict/digit", json={"pixels": pixels})
     assert response.status_code == 422
-    assert "found null at [5]" in response.json()["detail"]
+    assert "found null at [300]" in response.json()["detail"]
 
 
 async def test_a_body_that_is_not_json_names_the_content_type_it_came_as(
