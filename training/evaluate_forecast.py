@@ -1,6 +1,11 @@
 """The forecaster's evaluation protocols, run on an exported model through ONNX Runtime.
 
     python -m training.evaluate_forecast --model-dir models --version 2 [--baselines]
+    python -m training.evaluate_forecast --real [--set validation|held-out] [--version N] [--baselines
+        [NAME ...]] [--sample K] [--out reports/real.json]
+
+`--real` runs the real-series protocol instead (`training.evaluate_real`): the served model and
+statsforecast's baselines on real series that ship inside statsmodels and pmdarima (`training.real_series`).
 
 Protocol v1 (`evaluate`): 256 held-out series of the v1 family from seed 20261123, history 256,
 horizon 32. Protocol v2 (`evaluate_v2`): history 1024, horizon 32, 200 held-out series in each of four
@@ -28,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from service.series import interval, normal_quantile, pad_left, recent_window
+from training import evaluate_real
 from training.data import (
     V1_FAMILY,
     V2_FAMILY,
@@ -37,8 +43,10 @@ from training.data import (
     sine_series,
     unseen_series,
 )
+from training.evaluate_real import BASELINES
 from training.export import onnx_session
 from training.metrics import coverage, last_value, point_metrics, seasonal_naive
+from training.real_series import SETS
 
 logger = logging.getLogger(__name__)
 
@@ -294,14 +302,32 @@ def with_auto_ets(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Evaluate sine_gru versions on protocol v2.")
+    parser = argparse.ArgumentParser(
+        description="Evaluate sine_gru versions on protocol v2, or on real series."
+    )
     parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
     parser.add_argument("--name", default="sine_gru")
-    parser.add_argument("--version", required=True, help="the version folder to evaluate, e.g. 2")
+    parser.add_argument(
+        "--version",
+        help="the version folder to evaluate, e.g. 2; required, except with --real (default: the newest)",
+    )
+    parser.add_argument(
+        "--real", action="store_true", help="the real-series protocol (training.evaluate_real)"
+    )
+    parser.add_argument(
+        "--set", choices=list(SETS), default="validation", help="--real's set (default %(default)s)"
+    )
+    parser.add_argument(
+        "--sample", type=int, help="--real on only K series of the set, spread over its groups"
+    )
     parser.add_argument("--compare", default="1", help="a version evaluated beside it (default %(default)s)")
     parser.add_argument("--series", type=int, default=V2_SERIES, help="series per set (default %(default)s)")
     parser.add_argument(
-        "--baselines", action="store_true", help="also seasonal naive and AutoETS (needs statsforecast)"
+        "--baselines",
+        nargs="*",
+        choices=BASELINES,
+        help="also seasonal naive and AutoETS (needs statsforecast); with --real, the statsforecast models "
+        "named (all four when none is)",
     )
     parser.add_argument(
         "--ets-series",
@@ -309,16 +335,26 @@ def main(argv: list[str] | None = None) -> None:
         help="AutoETS on only the first N series of each set (it takes seconds a series); the models and "
         "seasonal naive are then also reported on those N",
     )
-    parser.add_argument("--out", type=Path, help="write the report there as JSON (else to stdout)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="write the report there as JSON (else to stdout; with --real, to reports/real_SET_MODEL.json)",
+    )
     parser.add_argument("--plot", type=Path, help="also draw both versions' forecasts there (PNG)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.real:
+        baselines = [] if args.baselines is None else args.baselines or list(BASELINES)
+        evaluate_real.run(args.set, args.model_dir, args.name, args.version, baselines, args.sample, args.out)
+        return
+    if args.version is None or args.baselines:
+        parser.error("protocol v2 needs --version, and its --baselines takes no names (they are for --real)")
     root = args.model_dir / args.name
     versions = [v for v in (args.compare, args.version) if v]
     report: dict[str, Any] = {"protocol": protocol_v2_description() | {"series_per_set": args.series}}
     for version in versions:
         report[f"{args.name} v{version}"] = model_report(root / version, args.series)
-    if args.baselines:
+    if args.baselines is not None:
         report["seasonal_naive"] = seasonal_naive_v2(args.series)
         if args.ets_series:
             subset = with_auto_ets(

@@ -1,0 +1,151 @@
+"""The real-series protocol (training.real_series, training.evaluate_real) on a small sample: the fixed
+catalogue and its two sets, the windows, and the report's numbers, the served model's recomputed from
+an ONNX Runtime session of its own."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from service.series import normal_quantile
+from training import evaluate_forecast
+from training.evaluate_real import markdown, mase_scale, refusal, served_model
+from training.real_series import (
+    CATALOGUE,
+    FREQUENCIES,
+    HELD_OUT,
+    MAX_HISTORY,
+    SETS,
+    VALIDATION,
+    spread,
+    window,
+    windows,
+)
+
+SAMPLE = 6
+MODEL = "sine_gru v2"
+BASELINES = ["SeasonalNaive", "AutoETS"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[str, Any]:
+    """The protocol run through its command line on SAMPLE validation series, two baselines."""
+    out = tmp_path_factory.mktemp("real") / "report.json"
+    evaluate_forecast.main(
+        ["--real", "--model-dir", str(models_dir), "--version", "2", "--sample", str(SAMPLE),
+         "--baselines", *BASELINES, "--out", str(out)]
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
+def test_the_sets_split_the_catalogue_into_different_series() -> None:
+    assert not set(VALIDATION) & set(HELD_OUT)
+    assert set(VALIDATION) | set(HELD_OUT) == set(CATALOGUE)
+    assert len(VALIDATION) == len(set(VALIDATION)) and len(HELD_OUT) == len(set(HELD_OUT))
+    # Series of one phenomenon lie in one set.
+    assert {"sunspots.monthly", "sunspots.yearly"} <= set(HELD_OUT)
+
+
+def test_every_window_holds_out_its_groups_horizon_after_at_most_1024_values() -> None:
+    for set_name in SETS:
+        for w in windows(set_name):
+            group = FREQUENCIES[w.series.group]
+            assert len(w.truth) == group.horizon, w.series.name
+            assert 16 <= len(w.history) <= MAX_HISTORY, w.series.name
+            assert np.isfinite(w.history).all() and np.isfinite(w.truth).all(), w.series.name
+            values = w.series.load()
+            values = values[: np.flatnonzero(np.isfinite(values))[-1] + 1]
+            np.testing.assert_array_equal(w.truth, values[-group.horizon :])
+            np.testing.assert_array_equal(w.history, values[: -group.horizon][-MAX_HISTORY:])
+
+
+def test_a_sample_spreads_over_the_frequency_groups() -> None:
+    chosen = spread(list(VALIDATION), SAMPLE)
+    assert len(chosen) == SAMPLE
+    assert len({CATALOGUE[name].group for name in chosen}) == SAMPLE
+
+
+def test_the_mase_scale_falls_back_to_lag_1_on_a_history_shorter_than_two_seasons() -> None:
+    assert mase_scale(np.arange(10.0) * 3.0, 12) == 3.0
+    assert mase_scale(np.tile([0.0, 4.0, 1.0, 7.0], 3) + np.arange(12.0), 4) == 4.0
+
+
+def test_a_window_the_models_metadata_forbids_is_refused_with_the_reason(models_dir: Path) -> None:
+    model = served_model(models_dir, "sine_gru", "2")
+    short = window(CATALOGUE["nile"], CATALOGUE["nile"].load()[:20])
+    reason = refusal(model, short)
+    assert reason is not None and "needs 16" in reason
+    assert refusal(model, window(CATALOGUE["nile"])) is None
+
+
+def test_every_number_is_finite_and_every_coverage_a_share(report: dict[str, Any]) -> None:
+    assert report["forecasters"] == [MODEL, *BASELINES]
+    assert len(report["series"]) == SAMPLE and not report["skipped"]
+    for name, scored in report["series"].items():
+        for who, numbers in scored["forecasters"].items():
+            assert math.isfinite(numbers["mase"]) and numbers["mase"] > 0, (name, who)
+            assert math.isfinite(numbers["relative_mase"]) and numbers["relative_mase"] > 0, (name, who)
+            assert 0.0 <= numbers["coverage_95"] <= 1.0, (name, who)
+    for who, groups in report["summary"].items():
+        assert groups["all"]["series"] == SAMPLE
+        for group, summary in groups.items():
+            assert all(math.isfinite(v) for v in summary.values()), (who, group)
+            assert (
+                0.0 <= summary["coverage_95"] <= 1.0 and 0.0 <= summary["share_worse_than_1.5x_naive"] <= 1.0
+            )
+
+
+def test_statsforecasts_seasonal_naive_is_the_reference_exactly(report: dict[str, Any]) -> None:
+    for name, scored in report["series"].items():
+        naive = scored["forecasters"]["SeasonalNaive"]
+        assert naive["relative_mase"] == 1.0, name
+        assert naive["mase"] == scored["seasonal_naive_mase"], name
+    for summary in report["summary"]["SeasonalNaive"].values():
+        assert summary["geomean_relative_mase"] == 1.0
+        assert summary["share_worse_than_1.5x_naive"] == 0.0
+
+
+def test_long_seasons_fit_ets_to_the_seasonally_adjusted_series(report: dict[str, Any]) -> None:
+    assert report["series"]["co2"]["season"] == 52
+    assert report["series"]["co2"]["forecasters"]["AutoETS"]["fitted"].startswith("MSTL(season_length=52)")
+    assert (
+        report["series"]["airpassengers"]["forecasters"]["AutoETS"]["fitted"] == "AutoETS(season_length=12)"
+    )
+
+
+@pytest.mark.parametrize("name", ["co2", "nile"])
+def test_the_served_models_numbers_match_its_onnx_session(
+    report: dict[str, Any], models_dir: Path, name: str
+) -> None:
+    """co2 fills the 1,024-value context; nile's 94 values are padded to 96 here by hand."""
+    w = window(CATALOGUE[name])
+    h = w.series.horizon
+    length = -(-len(w.history) // 8) * 8
+    series = np.zeros((1, length), dtype=np.float32)
+    mask = np.zeros((1, length), dtype=np.float32)
+    series[0, length - len(w.history) :] = w.history
+    mask[0, length - len(w.history) :] = 1.0
+    session = ort.InferenceSession(str(models_dir / "sine_gru" / "2" / "model.onnx"))
+    mean, std = (
+        a[0, :h].astype(np.float64) for a in session.run(["mean", "std"], {"series": series, "mask": mask})
+    )
+    scale = np.abs(w.history[w.series.season :] - w.history[: -w.series.season]).mean()
+    half = normal_quantile(95.0) * std
+    scored = report["series"][name]["forecasters"][MODEL]
+    assert scored["mase"] == pytest.approx(np.abs(mean - w.truth).mean() / scale, rel=1e-5)
+    assert scored["coverage_95"] == np.mean(np.abs(w.truth - mean) <= half)
+    assert scored["fitted"].startswith("sine_gru v2 (ONNX Runtime")
+
+
+def test_the_tables_have_a_row_per_forecaster_and_per_group(report: dict[str, Any]) -> None:
+    rows = [line for line in markdown(report).splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 2 + len(report["forecasters"]) + SAMPLE
+    assert rows[0].startswith("| forecaster (6 series) |")
+    assert rows[1].startswith("| sine_gru v2 | ")
+    assert rows[-1].startswith("| other (1) | ")

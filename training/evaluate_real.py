@@ -1,0 +1,308 @@
+"""The served forecaster on real series, beside statsforecast's baselines on the same windows.
+
+    python -m training.evaluate_forecast --real --set validation --baselines
+
+The windows are `training.real_series`'s: each series' last h values held out, at most 1,024 values
+of history before them. The served forecaster runs as the service runs it: the model located and
+checked against its metadata, opened by the service's ONNX Runtime, each history checked by the
+forecasting task's input rules (its metadata's `min_length` and `max_horizon`), cut to its
+`context_length` and padded by `service.series`, its 95 % interval computed by the task's `answer`.
+A window the model refuses is listed with the reason and scored for no forecaster.
+
+Baselines (statsforecast, the `eval` extra): `SeasonalNaive`, `AutoETS`, `AutoTheta`, `AutoARIMA`, each
+with season length m, `forecast(y=history, h=h, level=[95])`. statsforecast's ETS fits no seasonal
+component when m > 24, and a seasonal ARIMA with m = 48 or 52 takes minutes a series; so, for m > 24,
+AutoETS and AutoARIMA are fitted to the series that MSTL has seasonally adjusted (period m), and MSTL adds
+its seasonal component back (`MSTL(season_length=m, trend_forecaster=AutoETS(model="ZZN"))`, or
+`AutoARIMA()`). Each series' report names the model that was fitted.
+
+Per series: MASE (the forecast's MAE over the in-sample MAE of the seasonal naive forecast, lag m, or
+lag 1 when the history is shorter than 2m), relative MASE (MASE over the seasonal naive forecast's
+MASE on the same window, so the scale cancels) and the share of held-out values inside the 95 %
+interval. Per frequency group and over all series: the geometric mean of relative MASE, the mean of
+MASE and of coverage, and the share of series whose relative MASE exceeds 1.5.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.config import Settings
+from service.metrics import ServiceMetrics
+from service.registry import load_model
+from service.tasks.forecasts import Forecaster, SeriesInput, level_key
+from training.metrics import seasonal_naive
+from training.real_series import FREQUENCIES, MAX_HISTORY, SETS, Window, windows
+
+logger = logging.getLogger(__name__)
+
+LEVEL = 95.0
+WORSE = 1.5
+"""A forecaster does much worse than seasonal naive on a series when its relative MASE exceeds this."""
+BASELINES = ("SeasonalNaive", "AutoETS", "AutoTheta", "AutoARIMA")
+MAX_ETS_SEASON = 24
+"""The longest season statsforecast's ETS fits; longer ones go through MSTL (above)."""
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """A point forecast over the horizon, its 95 % bounds, and the model that made it."""
+
+    mean: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    fitted: str
+
+
+def served_model(model_dir: Path, name: str, version: str | None) -> Forecaster:
+    """Model `name` (version `version`, the newest when None) as the service loads it: located, its
+    checksum verified, opened by ONNX Runtime on the CPU with one thread, and warmed up."""
+    settings = Settings(
+        model_dir=model_dir, device="cpu", threads=1, model_versions={name: version} if version else {}
+    )
+    model = load_model(Forecaster, name, settings, ServiceMetrics())
+    assert isinstance(model, Forecaster)
+    return model
+
+
+def refusal(model: Forecaster, window: Window) -> str | None:
+    """Why the served model cannot forecast this window (its metadata's limits), or None."""
+    problem = model.series_problem(window.history)
+    if problem:
+        return f"history {problem}"
+    problem = model.horizon_problem(window.series.horizon)
+    return f"horizon {problem}" if problem else None
+
+
+def served_forecasts(model: Forecaster, accepted: Sequence[Window]) -> list[Forecast]:
+    """The model's forecast and 95 % interval for each window, all in one padded batch, through the
+    forecasting task's own windows (`queries`), model call (`run_batch`) and answer (`answer`)."""
+    queries = model.queries([SeriesInput(w.history, w.series.horizon, (LEVEL,)) for w in accepted])
+    moments = model.run_batch([q.window for q in queries])
+    fitted = f"{model.name} v{model.version} (ONNX Runtime, as served)"
+    forecasts = []
+    for query, (mean, std) in zip(queries, moments, strict=True):
+        answer = model.answer(query, mean, std)
+        bounds = answer["intervals"][level_key(LEVEL)]
+        forecasts.append(Forecast(answer["forecast"], bounds["lower"], bounds["upper"], fitted))
+    return forecasts
+
+
+def baseline_model(method: str, season: int) -> tuple[Any, str]:
+    """statsforecast's model `method` for season length `season`, and a description of what it fits."""
+    try:
+        from statsforecast import models
+    except ImportError:
+        raise SystemExit("the baselines need statsforecast: pip install -e '.[eval]'") from None
+    if method not in BASELINES:
+        raise ValueError(f"no baseline {method!r}; choose from {', '.join(BASELINES)}")
+    if method in ("AutoETS", "AutoARIMA") and season > MAX_ETS_SEASON:
+        trend = models.AutoETS(model="ZZN") if method == "AutoETS" else models.AutoARIMA()
+        described = f"MSTL(season_length={season}) + {method} on the seasonally adjusted series"
+        return models.MSTL(season_length=season, trend_forecaster=trend), described
+    return getattr(models, method)(season_length=season), f"{method}(season_length={season})"
+
+
+def baseline_forecast(method: str, window: Window) -> Forecast:
+    model, fitted = baseline_model(method, window.series.season)
+    try:
+        answer = model.forecast(y=window.history, h=window.series.horizon, level=[int(LEVEL)])
+    except Exception as exc:  # statsforecast raises many types; say which series and model failed
+        raise RuntimeError(f"{fitted} failed on {window.series.name}: {exc}") from exc
+    suffix = f"{LEVEL:g}"
+    return Forecast(answer["mean"], answer[f"lo-{suffix}"], answer[f"hi-{suffix}"], fitted)
+
+
+def mase_scale(history: np.ndarray, season: int) -> float:
+    """The in-sample MAE of the seasonal naive forecast: lag `season`, or lag 1 when the history is
+    shorter than two seasons."""
+    lag = season if len(history) >= 2 * season else 1
+    scale = float(np.abs(history[lag:] - history[:-lag]).mean())
+    if not scale > 0:
+        raise ValueError(f"the history repeats itself exactly at lag {lag}: MASE has no scale")
+    return scale
+
+
+def scores(window: Window, forecast: Forecast, naive_mase: float, scale: float) -> dict[str, Any]:
+    mase = float(np.abs(forecast.mean - window.truth).mean()) / scale
+    inside = (window.truth >= forecast.lower) & (window.truth <= forecast.upper)
+    return {
+        "mase": mase,
+        "relative_mase": mase / naive_mase,
+        f"coverage_{LEVEL:g}": float(inside.mean()),
+        "fitted": forecast.fitted,
+    }
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Geometric-mean relative MASE, mean MASE, mean coverage and the share of series much worse than
+    seasonal naive, over `rows` (one per series)."""
+    relative = np.array([r["relative_mase"] for r in rows])
+    return {
+        "series": len(rows),
+        "geomean_relative_mase": float(np.exp(np.log(relative).mean())),
+        "mean_mase": float(np.mean([r["mase"] for r in rows])),
+        f"coverage_{LEVEL:g}": float(np.mean([r[f"coverage_{LEVEL:g}"] for r in rows])),
+        "share_worse_than_1.5x_naive": float(np.mean(relative > WORSE)),
+    }
+
+
+def evaluate_real(
+    set_name: str,
+    model_dir: Path = Path("models"),
+    name: str = "sine_gru",
+    version: str | None = None,
+    baselines: Iterable[str] = (),
+    sample: int | None = None,
+) -> dict[str, Any]:
+    """The real-series protocol on set `set_name` (`sample` of its series when given)."""
+    model = served_model(model_dir, name, version)
+    label = f"{name} v{model.version}"
+    chosen = windows(set_name, sample)
+    skipped = {w.series.name: reason for w in chosen if (reason := refusal(model, w))}
+    accepted = [w for w in chosen if w.series.name not in skipped]
+    if not accepted:
+        raise ValueError(f"{label} refuses every window of {set_name!r}: {skipped}")
+    started = time.perf_counter()
+    forecasts = {label: served_forecasts(model, accepted)}
+    seconds = {label: time.perf_counter() - started}
+    for method in baselines:
+        started = time.perf_counter()
+        forecasts[method] = [baseline_forecast(method, w) for w in accepted]
+        seconds[method] = time.perf_counter() - started
+        logger.info("%s on %d series of %s: %.1f s", method, len(accepted), set_name, seconds[method])
+    series: dict[str, Any] = {}
+    for index, w in enumerate(accepted):
+        scale = mase_scale(w.history, w.series.season)
+        naive = seasonal_naive(w.history[None], np.array([w.series.season]), w.series.horizon)[0]
+        naive_mase = float(np.abs(naive - w.truth).mean()) / scale
+        series[w.series.name] = {
+            "group": w.series.group,
+            "source": w.series.source,
+            "season": w.series.season,
+            "horizon": w.series.horizon,
+            "history": len(w.history),
+            "mase_scale": scale,
+            "seasonal_naive_mase": naive_mase,
+            "forecasters": {
+                who: scores(w, made[index], naive_mase, scale) for who, made in forecasts.items()
+            },
+        }
+    return {
+        "protocol": describe(set_name, sample),
+        "forecasters": list(forecasts),
+        "series": series,
+        "skipped": skipped,
+        "summary": {who: summaries(series, who) for who in forecasts},
+        "seconds": seconds,
+    }
+
+
+def summaries(series: dict[str, Any], who: str) -> dict[str, dict[str, float]]:
+    """`who`'s summary per frequency group (in FREQUENCIES' order) and over all series ("all")."""
+    result = {}
+    for group in [*FREQUENCIES, "all"]:
+        rows = [s["forecasters"][who] for s in series.values() if group in (s["group"], "all")]
+        if rows:
+            result[group] = summary(rows)
+    return result
+
+
+def describe(set_name: str, sample: int | None) -> dict[str, Any]:
+    return {
+        "set": set_name,
+        "series": list(SETS[set_name]),
+        "sample": sample,
+        "groups": {g: {"season": f.season, "horizon": f.horizon} for g, f in FREQUENCIES.items()},
+        "max_history": MAX_HISTORY,
+        "level": LEVEL,
+        "mase_scale": "in-sample seasonal naive MAE, lag m (lag 1 when the history is shorter than 2m)",
+        "relative_mase": "MASE / the seasonal naive forecast's MASE on the same window",
+        "summary": "geometric mean of relative MASE; mean MASE; mean coverage; share of series with "
+        f"relative MASE > {WORSE}",
+        "long_seasons": f"m > {MAX_ETS_SEASON}: AutoETS and AutoARIMA fit MSTL's seasonally adjusted series",
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The report's summary as two Markdown tables: over all series, one row per forecaster; then per
+    frequency group, one column per forecaster."""
+    level = f"{LEVEL:g}"
+    who = report["forecasters"]
+    overall = [
+        f"| forecaster ({report['summary'][who[0]]['all']['series']} series) | geo-mean rel. MASE | "
+        f"mean MASE | {level} % coverage | share > {WORSE}× naive |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name in who:
+        s = report["summary"][name]["all"]
+        overall.append(
+            f"| {name} | {s['geomean_relative_mase']:.3f} | {s['mean_mase']:.3f} | "
+            f"{s[f'coverage_{level}']:.2f} | {s['share_worse_than_1.5x_naive']:.2f} |"
+        )
+    groups = [
+        "| group (series) | " + " | ".join(who) + " |",
+        "| --- | " + " | ".join("---" for _ in who) + " |",
+    ]
+    for group, first in report["summary"][who[0]].items():
+        if group != "all":
+            cells = [
+                f"{report['summary'][name][group]['geomean_relative_mase']:.2f} / "
+                f"{report['summary'][name][group][f'coverage_{level}']:.2f}"
+                for name in who
+            ]
+            groups.append(f"| {group} ({first['series']}) | " + " | ".join(cells) + " |")
+    title = f"Per frequency group: geo-mean relative MASE / {level} % coverage"
+    return "\n".join(overall) + "\n\n" + title + "\n\n" + "\n".join(groups) + "\n"
+
+
+def per_series_markdown(report: dict[str, Any]) -> str:
+    """Relative MASE and coverage of each forecaster on each series, as a Markdown table."""
+    who = report["forecasters"]
+    lines = [
+        "| series | group | m | h | history | " + " | ".join(who) + " |",
+        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in who) + " |",
+    ]
+    for name, s in report["series"].items():
+        cells = [
+            f"{s['forecasters'][w]['relative_mase']:.2f} / {s['forecasters'][w][f'coverage_{LEVEL:g}']:.2f}"
+            for w in who
+        ]
+        lines.append(
+            f"| {name} | {s['group']} | {s['season']} | {s['horizon']} | {s['history']} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    for name, reason in report["skipped"].items():
+        lines.append(f"| {name} | skipped: {reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(
+    set_name: str,
+    model_dir: Path,
+    name: str,
+    version: str | None,
+    baselines: Sequence[str],
+    sample: int | None,
+    out: Path | None,
+) -> dict[str, Any]:
+    """The CLI's `--real`: evaluate, print both tables, write the JSON report to `out`."""
+    report = evaluate_real(set_name, model_dir, name, version, baselines, sample)
+    label = report["forecasters"][0]
+    out = out or Path("reports") / f"real_{set_name}_{label.replace(' ', '_')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{set_name}: {len(report['series'])} series; relative MASE / 95 % coverage per series\n")
+    print(per_series_markdown(report))
+    print(markdown(report))
+    print(f"JSON report: {out}")
+    return report

@@ -1,0 +1,266 @@
+"""Real series that ship inside statsmodels and pmdarima, cut into forecast windows (the `eval` extra).
+
+Each series belongs to a frequency group that fixes its seasonal period m (the calendar's: 12 a year for
+monthly data, 5 a week for trading days, 48 a day for half-hours; 1 for yearly and other data) and its
+horizon h (monthly 18, quarterly 8, weekly 13, daily 14, half-hourly 48, yearly 6, other 8). A window
+holds out a series' last h values and keeps at most `MAX_HISTORY` values before them as history.
+
+The catalogue is split once, here, into two fixed sets of different series: `VALIDATION`, which model
+work may tune on, and `HELD_OUT`, which it must only be judged on. A group with one series lies in one
+set only (weekly: CO2 in validation; half-hourly: Taylor's electricity demand in held-out). Series of
+one phenomenon (the sunspots, yearly and monthly) lie in the same set.
+
+Only data inside the packages is read: pmdarima's `load_gasoline` downloads its file, so it is left out.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+MAX_HISTORY = 1024
+"""The most values of history a window keeps before its held-out values."""
+
+
+@dataclass(frozen=True)
+class Frequency:
+    """A frequency group: its seasonal period m and its forecast horizon h."""
+
+    season: int
+    horizon: int
+
+
+FREQUENCIES: dict[str, Frequency] = {
+    "monthly": Frequency(season=12, horizon=18),
+    "quarterly": Frequency(season=4, horizon=8),
+    "weekly": Frequency(season=52, horizon=13),
+    "daily": Frequency(season=5, horizon=14),
+    "half-hourly": Frequency(season=48, horizon=48),
+    "yearly": Frequency(season=1, horizon=6),
+    "other": Frequency(season=1, horizon=8),
+}
+
+
+def _package(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise SystemExit(
+            f"the real series need {name.split('.')[0]}: pip install -e '.[eval]' "
+            "(statsmodels, pmdarima and statsforecast)"
+        ) from None
+
+
+def _pmdarima(loader: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        return np.asarray(getattr(_package("pmdarima.datasets"), loader)(), dtype=np.float64)
+
+    return load
+
+
+def _msft(column: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        return _package("pmdarima.datasets").load_msft()[column].to_numpy(dtype=np.float64)
+
+    return load
+
+
+def _statsmodels_frame(dataset: str) -> Any:
+    return _package(f"statsmodels.datasets.{dataset}").load_pandas().data
+
+
+def _statsmodels(dataset: str, column: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        return _statsmodels_frame(dataset)[column].to_numpy(dtype=np.float64)
+
+    return load
+
+
+def _co2() -> np.ndarray:
+    """Weekly CO2 at Mauna Loa; its 59 missing weeks filled by linear interpolation."""
+    return _statsmodels_frame("co2")["co2"].interpolate(limit_direction="both").to_numpy(dtype=np.float64)
+
+
+def _elnino() -> np.ndarray:
+    """Monthly sea surface temperature: the table's rows (years) of 12 months, read row by row."""
+    frame = _statsmodels_frame("elnino")
+    return frame.drop(columns="YEAR").to_numpy(dtype=np.float64).ravel()
+
+
+def _heartrate() -> np.ndarray:
+    """Heart rate every 0.5 s. The recording ends holding one value (82.645) for its last 8 samples, a
+    run found nowhere else in it; the 7 repeats are dropped, so that the held-out values are measured
+    ones and not a flat line that makes the naive forecast's error, the denominator of relative MASE,
+    almost zero."""
+    values = _pmdarima("load_heartrate")()
+    repeats = np.flatnonzero(values[::-1] != values[-1])[0] - 1
+    return values[: len(values) - repeats]
+
+
+def _elec_equip() -> np.ndarray:
+    """Euro-area manufacture of electrical equipment, a monthly index (the frame's one column)."""
+    frame = _package("statsmodels.datasets.elec_equip").load().data
+    return frame.iloc[:, 0].to_numpy(dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class RealSeries:
+    """One real series: its name, frequency group, where it comes from, and how to load it."""
+
+    name: str
+    group: str
+    source: str
+    load: Callable[[], np.ndarray]
+
+    @property
+    def season(self) -> int:
+        return FREQUENCIES[self.group].season
+
+    @property
+    def horizon(self) -> int:
+        return FREQUENCIES[self.group].horizon
+
+
+def _macro(column: str) -> RealSeries:
+    return RealSeries(
+        f"macrodata.{column}",
+        "quarterly",
+        f"statsmodels macrodata {column}",
+        _statsmodels("macrodata", column),
+    )
+
+
+def _danish(column: str) -> RealSeries:
+    return RealSeries(
+        f"danish.{column}",
+        "quarterly",
+        f"statsmodels danish_data {column}",
+        _statsmodels("danish_data", column),
+    )
+
+
+def _interest(column: str) -> RealSeries:
+    source = f"statsmodels interest_inflation {column}"
+    return RealSeries(
+        f"interest_inflation.{column}", "quarterly", source, _statsmodels("interest_inflation", column)
+    )
+
+
+CATALOGUE: dict[str, RealSeries] = {
+    s.name: s
+    for s in [
+        RealSeries(
+            "airpassengers", "monthly", "pmdarima load_airpassengers", _pmdarima("load_airpassengers")
+        ),
+        RealSeries("wineind", "monthly", "pmdarima load_wineind", _pmdarima("load_wineind")),
+        RealSeries("sunspots.monthly", "monthly", "pmdarima load_sunspots", _pmdarima("load_sunspots")),
+        RealSeries("elnino", "monthly", "statsmodels elnino, rows of 12 months", _elnino),
+        RealSeries("elec_equip", "monthly", "statsmodels elec_equip", _elec_equip),
+        RealSeries("ausbeer", "quarterly", "pmdarima load_ausbeer", _pmdarima("load_ausbeer")),
+        RealSeries("austres", "quarterly", "pmdarima load_austres", _pmdarima("load_austres")),
+        RealSeries("woolyrnq", "quarterly", "pmdarima load_woolyrnq", _pmdarima("load_woolyrnq")),
+        *[_macro(c) for c in ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi")],
+        *[_macro(c) for c in ("m1", "tbilrate", "unemp", "pop", "infl", "realint")],
+        *[_danish(c) for c in ("lrm", "lry", "lpy", "ibo", "ide")],
+        _interest("Dp"),
+        _interest("R"),
+        RealSeries("co2", "weekly", "statsmodels co2, missing weeks interpolated", _co2),
+        RealSeries("msft.close", "daily", "pmdarima load_msft Close (trading days)", _msft("Close")),
+        RealSeries("msft.volume", "daily", "pmdarima load_msft Volume (trading days)", _msft("Volume")),
+        RealSeries("taylor", "half-hourly", "pmdarima load_taylor", _pmdarima("load_taylor")),
+        RealSeries("nile", "yearly", "statsmodels nile volume", _statsmodels("nile", "volume")),
+        RealSeries(
+            "sunspots.yearly", "yearly", "statsmodels sunspots", _statsmodels("sunspots", "SUNACTIVITY")
+        ),
+        RealSeries("lynx", "yearly", "pmdarima load_lynx", _pmdarima("load_lynx")),
+        RealSeries(
+            "copper.consumption",
+            "yearly",
+            "statsmodels copper WORLDCONSUMPTION",
+            _statsmodels("copper", "WORLDCONSUMPTION"),
+        ),
+        RealSeries(
+            "heartrate", "other", "pmdarima load_heartrate (every 0.5 s), held end dropped", _heartrate
+        ),
+    ]
+}
+
+VALIDATION: tuple[str, ...] = (
+    "airpassengers", "elec_equip",
+    "ausbeer", "woolyrnq", "macrodata.realgdp", "macrodata.realcons", "macrodata.realinv", "macrodata.cpi",
+    "macrodata.unemp", "macrodata.tbilrate", "danish.lrm", "danish.lry", "interest_inflation.Dp",
+    "co2",
+    "msft.close",
+    "nile", "lynx",
+    "heartrate",
+)  # fmt: skip
+"""The series that model work may tune on."""
+
+HELD_OUT: tuple[str, ...] = (
+    "wineind", "elnino", "sunspots.monthly",
+    "austres", "macrodata.realgovt", "macrodata.realdpi", "macrodata.m1", "macrodata.pop", "macrodata.infl",
+    "macrodata.realint", "danish.lpy", "danish.ibo", "danish.ide", "interest_inflation.R",
+    "taylor",
+    "msft.volume",
+    "sunspots.yearly", "copper.consumption",
+)  # fmt: skip
+"""Series that model work must never tune on: only the final judgement reads them."""
+
+SETS: dict[str, tuple[str, ...]] = {"validation": VALIDATION, "held-out": HELD_OUT}
+
+
+@dataclass(frozen=True)
+class Window:
+    """A series' history (at most `MAX_HISTORY` values) and the `horizon` values held out after it."""
+
+    series: RealSeries
+    history: np.ndarray
+    truth: np.ndarray
+
+
+def trim_missing(values: np.ndarray) -> np.ndarray:
+    """`values` without the missing values (NaN) at either end (pmdarima's ausbeer ends in one)."""
+    present = np.flatnonzero(np.isfinite(values))
+    return values[present[0] : present[-1] + 1] if len(present) else values[:0]
+
+
+def window(series: RealSeries, values: np.ndarray | None = None) -> Window:
+    """Hold out the last h values of `series` (loaded unless `values` are given)."""
+    values = trim_missing(series.load() if values is None else values)
+    if values.ndim != 1 or not np.isfinite(values).all():
+        raise ValueError(
+            f"{series.name} ({series.source}): expected 1-D values, missing ones only at the ends; got shape "
+            f"{values.shape} with {int(np.sum(~np.isfinite(values)))} missing: fill them in its loader"
+        )
+    h = series.horizon
+    if len(values) <= h:
+        raise ValueError(f"{series.name}: {len(values)} values leave no history before the last {h}")
+    return Window(series, values[:-h][-MAX_HISTORY:], values[-h:])
+
+
+def windows(set_name: str, sample: int | None = None) -> list[Window]:
+    """The windows of set `set_name` ("validation" or "held-out"), in catalogue order; with `sample`,
+    only that many, spread over the set's frequency groups (one of each group in turn)."""
+    if set_name not in SETS:
+        raise ValueError(f"no set {set_name!r}; the sets are {', '.join(SETS)}")
+    names = list(SETS[set_name])
+    if sample is not None:
+        names = spread(names, sample)
+    return [window(CATALOGUE[name]) for name in names]
+
+
+def spread(names: list[str], count: int) -> list[str]:
+    """`count` of `names`, taking each frequency group's next series in turn (groups in FREQUENCIES'
+    order), so that a small sample still holds every group it can."""
+    queues = [[n for n in names if CATALOGUE[n].group == group] for group in FREQUENCIES]
+    chosen: list[str] = []
+    while len(chosen) < min(count, len(names)):
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return [n for n in names if n in chosen]
