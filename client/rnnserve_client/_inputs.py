@@ -119,28 +119,20 @@ def _forecast_entry(query: ForecastInput, where: str) -> dict[str, Any]:
         ) from None
     entry: dict[str, Any] = {"series": values, "horizon": horizon}
     if query.levels is not None:
-        entry["levels"] = _levels(query.levels)
+        entry["levels"] = _numbers(query.levels, "levels", "percentages, e.g. (80, 95)")
     if query.quantiles is not None:
-        entry["quantiles"] = _quantiles(query.quantiles)
+        entry["quantiles"] = _numbers(query.quantiles, "quantiles", "probabilities, e.g. (0.1, 0.5, 0.9)")
     return entry
 
 
-def _quantiles(quantiles: Sequence[float]) -> list[float]:
-    if isinstance(quantiles, int | float):
-        return [float(quantiles)]
+def _numbers(values: Sequence[float] | float, field: str, wanted: str) -> list[float]:
+    """`levels` or `quantiles`: one number or a sequence of them, as floats."""
+    if isinstance(values, int | float):
+        return [float(values)]
     try:
-        return [float(q) for q in quantiles]
+        return [float(v) for v in values]
     except (TypeError, ValueError):
-        raise InputError(f"quantiles: is {quantiles!r}; pass probabilities, e.g. (0.1, 0.5, 0.9)") from None
-
-
-def _levels(levels: Sequence[float]) -> list[float]:
-    if isinstance(levels, int | float):
-        return [float(levels)]
-    try:
-        return [float(level) for level in levels]
-    except (TypeError, ValueError):
-        raise InputError(f"levels: is {levels!r}; pass percentages, e.g. (80, 95)") from None
+        raise InputError(f"{field}: is {values!r}; pass {wanted}") from None
 
 
 def _json(content: dict[str, Any], many: bool) -> Body:
