@@ -139,7 +139,9 @@ def _json(content: dict[str, Any], many: bool) -> Body:
     try:
         text = json.dumps(content, allow_nan=False, separators=(",", ":"))
     except ValueError:
-        raise InputError("the input holds NaN or infinity: send finite numbers only") from None
+        raise InputError(
+            "the input holds NaN or infinity: send finite numbers only (None for a missing value)"
+        ) from None
     return Body(text.encode(), JSON, many)
 
 

@@ -449,12 +449,12 @@ async def test_connection_refused_async() -> None:
         (lambda c: c.predict_digit([[0] * 28] * 28), "is a list; pass a file path"),
         (lambda c: c.predict_digits([]), "the list is empty"),
         (lambda c: c.predict_digits(np.zeros((28, 28))), "or one image to predict_digit"),
-        (lambda c: c.forecast([1.0, float("nan")] * 10, horizon=2), "NaN or infinity"),
+        (lambda c: c.forecast([1.0, float("inf")] * 10, horizon=2), "NaN or infinity"),
         (lambda c: c.forecast(RAMP, horizon=2.5), "pass a whole number of steps"),
         (lambda c: c.forecast(RAMP, horizon=True), "pass a whole number of steps"),
         (lambda c: c.forecast_many([(RAMP, 2)]), "pass ForecastInput(series, horizon)"),
     ],
-    ids=["gif", "no-file", "27-columns", "list", "no-images", "one-image", "nan", "horizon", "bool", "tuple"],
+    ids=["gif", "no-file", "27-columns", "list", "no-images", "one-image", "inf", "horizon", "bool", "tuple"],
 )
 def test_inputs_the_client_cannot_send_are_refused_before_sending(call: Any, message: str) -> None:
     with (
