@@ -2,10 +2,11 @@
 
     python -m training.evaluate_forecast --model-dir models --version 2 [--baselines]
     python -m training.evaluate_forecast --real [--set validation|held-out] [--version N] [--baselines
-        [NAME ...]] [--sample K] [--out reports/real.json]
+        [NAME ...]] [--candidates] [--sample K] [--out reports/real.json]
 
 `--real` runs the real-series protocol instead (`training.evaluate_real`): the served model and
-statsforecast's baselines on real series that ship inside statsmodels and pmdarima (`training.real_series`).
+statsforecast's baselines on real series that ship inside statsmodels and pmdarima (`training.real_series`),
+and with `--candidates` the numpy backtest combiner of classical forecasters (`training.candidates`).
 
 Protocol v1 (`evaluate`): 256 held-out series of the v1 family from seed 20261123, history 256,
 horizon 32. Protocol v2 (`evaluate_v2`): history 1024, horizon 32, 200 held-out series in each of four
@@ -330,6 +331,11 @@ def main(argv: list[str] | None = None) -> None:
         "named (all four when none is)",
     )
     parser.add_argument(
+        "--candidates",
+        action="store_true",
+        help="with --real, also training.candidates' backtest combiner (m given, and m detected)",
+    )
+    parser.add_argument(
         "--ets-series",
         type=int,
         help="AutoETS on only the first N series of each set (it takes seconds a series); the models and "
@@ -345,10 +351,14 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.real:
         baselines = [] if args.baselines is None else args.baselines or list(BASELINES)
-        evaluate_real.run(args.set, args.model_dir, args.name, args.version, baselines, args.sample, args.out)
+        chosen = (args.set, args.model_dir, args.name, args.version, baselines, args.sample, args.out)
+        evaluate_real.run(*chosen, with_candidates=args.candidates)
         return
-    if args.version is None or args.baselines:
-        parser.error("protocol v2 needs --version, and its --baselines takes no names (they are for --real)")
+    if args.version is None or args.baselines or args.candidates:
+        parser.error(
+            "protocol v2 needs --version, and takes neither names after --baselines nor --candidates "
+            "(they are for --real)"
+        )
     root = args.model_dir / args.name
     versions = [v for v in (args.compare, args.version) if v]
     report: dict[str, Any] = {"protocol": protocol_v2_description() | {"series_per_set": args.series}}

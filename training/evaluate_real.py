@@ -16,6 +16,10 @@ AutoETS and AutoARIMA are fitted to the series that MSTL has seasonally adjusted
 its seasonal component back (`MSTL(season_length=m, trend_forecaster=AutoETS(model="ZZN"))`, or
 `AutoARIMA()`). Each series' report names the model that was fitted.
 
+With `--candidates`, `training.candidates`' backtest combiner of classical forecasters (numpy) runs beside
+them twice: with the group's season length m given, and with m detected from each history. Each series'
+report names the candidates it weighed and their weights.
+
 Per series: MASE (the forecast's MAE over the in-sample MAE of the seasonal naive forecast, lag m, or
 lag 1 when the history is shorter than 2m), relative MASE (MASE over the seasonal naive forecast's
 MASE on the same window, so the scale cancels) and the share of held-out values inside the 95 %
@@ -39,6 +43,7 @@ from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.registry import load_model
 from service.tasks.forecasts import Forecaster, SeriesInput, level_key
+from training import candidates
 from training.metrics import seasonal_naive
 from training.real_series import FREQUENCIES, MAX_HISTORY, SETS, Window, windows
 
@@ -121,6 +126,19 @@ def baseline_forecast(method: str, window: Window) -> Forecast:
     return Forecast(answer["mean"], answer[f"lo-{suffix}"], answer[f"hi-{suffix}"], fitted)
 
 
+CANDIDATES = {"candidates (m given)": True, "candidates (m detected)": False}
+"""The combiner's two runs in the report: its label, and whether it is given the group's m."""
+
+
+def candidate_forecast(window: Window, season_given: bool) -> Forecast:
+    """`training.candidates`' combination for the window, its fitted text naming m and the weights."""
+    history, h = window.history, window.series.horizon
+    m = window.series.season if season_given else None
+    mean, lower, upper = candidates.forecast(history, h, m)
+    weights = ", ".join(f"{k} {v:.2f}" for k, v in candidates.chosen(history, h, m).items())
+    return Forecast(mean, lower, upper, f"m={candidates.season_length(history, m)}: {weights}")
+
+
 def mase_scale(history: np.ndarray, season: int) -> float:
     """The in-sample MAE of the seasonal naive forecast: lag `season`, or lag 1 when the history is
     shorter than two seasons."""
@@ -162,8 +180,10 @@ def evaluate_real(
     version: str | None = None,
     baselines: Iterable[str] = (),
     sample: int | None = None,
+    with_candidates: bool = False,
 ) -> dict[str, Any]:
-    """The real-series protocol on set `set_name` (`sample` of its series when given)."""
+    """The real-series protocol on set `set_name` (`sample` of its series when given); with
+    `with_candidates`, the candidates' combiner too (m given, m detected)."""
     model = served_model(model_dir, name, version)
     label = f"{name} v{model.version}"
     chosen = windows(set_name, sample)
@@ -179,6 +199,10 @@ def evaluate_real(
         forecasts[method] = [baseline_forecast(method, w) for w in accepted]
         seconds[method] = time.perf_counter() - started
         logger.info("%s on %d series of %s: %.1f s", method, len(accepted), set_name, seconds[method])
+    for combiner, season_given in CANDIDATES.items() if with_candidates else ():
+        started = time.perf_counter()
+        forecasts[combiner] = [candidate_forecast(w, season_given) for w in accepted]
+        seconds[combiner] = time.perf_counter() - started
     series: dict[str, Any] = {}
     for index, w in enumerate(accepted):
         scale = mase_scale(w.history, w.series.season)
@@ -294,9 +318,10 @@ def run(
     baselines: Sequence[str],
     sample: int | None,
     out: Path | None,
+    with_candidates: bool = False,
 ) -> dict[str, Any]:
     """The CLI's `--real`: evaluate, print both tables, write the JSON report to `out`."""
-    report = evaluate_real(set_name, model_dir, name, version, baselines, sample)
+    report = evaluate_real(set_name, model_dir, name, version, baselines, sample, with_candidates)
     label = report["forecasters"][0]
     out = out or Path("reports") / f"real_{set_name}_{label.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
