@@ -151,7 +151,7 @@ apt-get = @echo "installing Debian's $(1) ($(2))" && apt-get update -qq && \
 # $(call debian,PAIRS,PURPOSE[,COMPLAINT]): the recipe that makes every command of PAIRS present. Nothing
 # when all are; apt-get as root; otherwise make stops on one line naming each missing command and its fix,
 # as it does on a COMPLAINT (a tool apt-get cannot install).
-debian = $(call debian-for,$(call missing,$(1)),$(2),$(3))
+debian = $(call debian-for,$(strip $(call missing,$(1))),$(2),$(3))
 debian-for = $(call stop-on,$(if $(as-root),,$(call apt-complaint,$(1))),$(3))$(if $(1),$(call \
   apt-get,$(call packages-of,$(1)),$(2)),@true)
 kubectl-complaint = $(if $(call found,kubectl),,kubectl is missing: $(KUBECTL_FIX))
