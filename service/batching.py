@@ -161,6 +161,8 @@ class Batcher(Generic[InputT, OutputT]):
 
     def refusal(self, count: int = 1) -> ServiceError | None:
         """Why `count` more inputs would be refused now (nothing counted), or None if they fit."""
+        if not self._closing and self.problem is None and self._depth + count <= self.policy.max_queue_size:
+            return None  # the common case, on every request: no state to build
         return refusal(self.name, self.state(), count)
 
     def admit(self, count: int = 1) -> None:
