@@ -56,6 +56,35 @@ def v2_error(error: ServiceError) -> JSONBytesResponse:
     return response
 
 
+DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16",
+             "FP32", "FP64"]  # fmt: skip
+INFER_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                    "datatype": {"type": "string", "enum": DATATYPES},
+                    "data": {"type": "array"},
+                    "parameters": {"type": "object"},
+                },
+                "required": ["name", "shape", "datatype"],
+            },
+        },
+        "outputs": {
+            "type": "array",
+            "items": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+        },
+        "parameters": {"type": "object"},
+    },
+    "required": ["inputs"],
+}
 INFER_OPERATION: dict[str, Any] = {
     "tags": ["V2 inference protocol"],
     "summary": "Run a model on tensors (KServe V2 / Open Inference Protocol)",
@@ -64,7 +93,7 @@ INFER_OPERATION: dict[str, Any] = {
     "`binary_data_output`, `binary_data`). Batched with the REST routes' inputs; GET the model's "
     "metadata for its tensors.",
     "parameters": [{"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}],
-    "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+    "requestBody": {"required": True, "content": {"application/json": {"schema": INFER_REQUEST}}},
     "responses": {
         "200": {
             "description": "The outputs",
