@@ -33,11 +33,9 @@ TIERS = ("unit", "app", "process", "system")
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with its tier, the folder under tests/ it lives in, before `-m` selects; and mark
-    slow every training dry run (a test or fixture named for one: seconds to tens of seconds of torch)."""
+    """Mark every test with its tier, the folder under tests/ it lives in, before `-m` selects. (Tests
+    that take tens of seconds, the training dry runs, carry `@pytest.mark.slow` themselves.)"""
     for item in items:
-        if "dry_run" in item.name or "dry_run" in getattr(item, "fixturenames", ()):
-            item.add_marker("slow")
         folder = item.path.relative_to(TESTS_DIR).parts[0] if item.path.is_relative_to(TESTS_DIR) else ""
         if folder not in TIERS:
             raise pytest.UsageError(

@@ -138,6 +138,7 @@ def test_onnx_and_torchscript_of_the_calibrated_version_agree(
         assert float(np.abs(from_onnx - from_script).max()) / scale <= PARITY_TOLERANCE
 
 
+@pytest.mark.slow  # a calibration dry run: seconds of torch
 def test_calibrate_dry_run_writes_a_checked_version_elsewhere(
     tmp_path: Path, models_dir: Path, mnist_dir: Path
 ) -> None:

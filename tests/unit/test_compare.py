@@ -42,6 +42,7 @@ def dry_run(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return report_dir
 
 
+@pytest.mark.slow  # a training dry run: seconds to tens of seconds of torch
 def test_dry_run_reports_every_variant_with_sane_values(dry_run: Path) -> None:
     results = json.loads((dry_run / "results.json").read_text())
     table = (dry_run / "compare.md").read_text()
@@ -78,6 +79,7 @@ def test_dry_run_reports_every_variant_with_sane_values(dry_run: Path) -> None:
     )
 
 
+@pytest.mark.slow  # a training dry run: seconds to tens of seconds of torch
 def test_dry_run_exports_have_digit_lstm_interface_and_stay_out_of_models(dry_run: Path) -> None:
     reference = json.loads((REPO_ROOT / "models" / "digit_lstm" / "1" / "metadata.json").read_text())
     for name in VARIANTS:

@@ -36,6 +36,7 @@ def _assert_checksums(model_dir: Path) -> dict:
     return metadata
 
 
+@pytest.mark.slow  # a training dry run: seconds to tens of seconds of torch
 def test_digit_dry_run_trains_exports_and_reports(tmp_path: Path, mnist_dir: Path) -> None:
     digit.main(
         [
@@ -61,6 +62,7 @@ def test_digit_dry_run_trains_exports_and_reports(tmp_path: Path, mnist_dir: Pat
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["metrics"]["test_images"] == 1000
 
 
+@pytest.mark.slow  # a training dry run: seconds to tens of seconds of torch
 def test_dry_run_metadata_holds_the_whole_recipe(tmp_path: Path, mnist_dir: Path) -> None:
     """The recipe, with the command line's overrides, is written whole and reads back equal."""
     options = ["--seed", "4", "--hidden-size", "32", "--no-augment", "--batch-size", "256"]
@@ -93,6 +95,7 @@ def test_digit_without_data_names_the_layout(tmp_path: Path) -> None:
         digit.main(["--dry-run", "--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "m")])
 
 
+@pytest.mark.slow  # a training dry run: seconds to tens of seconds of torch
 def test_forecast_dry_run_is_reproducible(tmp_path: Path) -> None:
     reports = []
     for run in ("a", "b"):
@@ -116,6 +119,7 @@ def test_forecast_dry_run_is_reproducible(tmp_path: Path) -> None:
         assert reports[0][key] == pytest.approx(reports[1][key], rel=1e-4)
 
 
+@pytest.mark.slow  # a training dry run: seconds to tens of seconds of torch
 def test_forecast_dry_runs_follow_their_recipe(tmp_path: Path) -> None:
     """The default recipe (v2) and `--recipe v1` export the network and family each one names."""
     expected = {
