@@ -14,7 +14,7 @@ $(PY) -m pytest -ra $(1) || { status=$$?; [ $$status != 5 ] || \
   exit $$status; }
 endef
 
-.PHONY: help tiers mnist install install-dev serve loadtest bench soak docs train-digit train-forecast \
+.PHONY: help tiers mnist install install-dev serve loadtest bench soak docs train-digit train-forecast train-series \
   lint typecheck test test-fast test-unit test-app test-process test-system check-containers rehearsal \
   load-tools browser-tools container-tools system-tools clean
 
@@ -67,8 +67,11 @@ docs: $(VENV)/.dev-installed ## build the documentation site into site/ (MkDocs,
 train-digit: $(VENV)/.dev-installed ## train and export the digit LSTM into models/ (torch; long)
 	$(PY) -m training.digit --data-dir $(RNNSERVE_DATA_DIR) --out models
 
-train-forecast: $(VENV)/.dev-installed ## train and export the series GRU into models/ (torch; long)
+train-forecast: $(VENV)/.dev-installed ## train and export sine_gru, the sine-family forecaster, into models/ (torch; long)
 	$(PY) -m training.forecast --out models
+
+train-series: $(VENV)/.dev-installed ## train and export series_gru, the default forecaster, into models/ (torch; minutes)
+	$(PY) -m training.series_train --out models
 
 clean: ## remove .venv, reports/, site/ and the tools' caches
 	rm -rf $(VENV) reports site .pytest_cache .mypy_cache .ruff_cache

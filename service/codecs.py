@@ -152,10 +152,11 @@ def forecast_items_from_json(body: JsonBody, model: Forecaster, sent_as: str = "
         horizon = data["horizon"]
         if type(horizon) is not int or model.horizon_problem(horizon):
             raise _NotCommon
-        wanted = [
-            numbers(data.get(name), check) for name, check in (("levels", levels), ("quantiles", quantiles))
-        ]
-        return as_input(series(data["series"], context), horizon, *wanted)
+        season = data.get("season_length")
+        if season is not None and (type(season) is not int or model.season_problem(season)):
+            raise _NotCommon
+        wanted = numbers(data.get("levels"), levels), numbers(data.get("quantiles"), quantiles)
+        return as_input(series(data["series"], context), horizon, *wanted, season)
 
     context = ModelRules(model)
     common = _common_items(body, item)
@@ -165,7 +166,7 @@ def forecast_items_from_json(body: JsonBody, model: Forecaster, sent_as: str = "
     return request.items(), request.inputs is not None
 
 
-SERIES_FIELDS = {"series", "horizon", "levels", "quantiles"}
+SERIES_FIELDS = {"series", "horizon", "levels", "quantiles", "season_length"}
 
 
 def numbers(given: Any, check: Callable[[list[float] | None], list[float] | None]) -> list[float] | None:

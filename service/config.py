@@ -63,7 +63,7 @@ class Settings(BaseSettings):
         default="digit_lstm", description='Model behind POST /predict/digit when a request names no "model".'
     )
     forecast_model: str = Field(
-        default="sine_gru", description='Model behind POST /forecast when a request names no "model".'
+        default="series_gru", description='Model behind POST /forecast when a request names no "model".'
     )
     models: str = Field(
         default="*",

@@ -1,9 +1,10 @@
 """The REST JSON contract: request bodies, validated into numpy arrays, and answers (for the API docs).
 
 Field names are fixed: clients rely on them. The shapes of the bodies are this module's; the rules for
-the values (pixels, series, horizons, levels) are the tasks' (`service.tasks`), which the validators
-call with the model that will answer, given as the validation context. A body that does not validate
-becomes `InvalidInput` (422) whose message names each field at fault and says what it should hold.
+the values (pixels, series, horizons, levels, season lengths) are the tasks' (`service.tasks`), which
+the validators call with the model that will answer, given as the validation context. A body that
+does not validate becomes `InvalidInput` (422) whose message names each field at fault and says what
+it should hold.
 """
 
 from __future__ import annotations
@@ -131,6 +132,13 @@ def horizon(value: int, info: HasContext) -> int:
     return value
 
 
+def season_length(value: int, info: HasContext) -> int:
+    problem = _model(info, Forecaster).season_problem(value)
+    if problem:
+        raise _invalid(problem)
+    return value
+
+
 def quantiles(value: list[float] | None) -> list[float] | None:
     problem = None if value is None else quantiles_problem(value)
     if problem:
@@ -172,7 +180,7 @@ Series = Annotated[
             "type": "array",
             "items": {"type": "number"},
             "description": "Finite numbers, oldest first; the model's metadata sets the allowed length "
-            "(16 to 4,096 for sine_gru).",
+            "(16 to 4,096 for series_gru and sine_gru).",
         }
     ),
 ]
@@ -184,7 +192,13 @@ Horizon = Annotated[
     int,
     Strict(),
     AfterValidator(horizon),
-    Field(description="How many steps to forecast (1 to 128 for sine_gru)."),
+    Field(description="How many steps to forecast (1 to 128 for series_gru and sine_gru)."),
+]
+SeasonLength = Annotated[
+    int,
+    Strict(),
+    AfterValidator(season_length),
+    Field(description="The season's length in steps (1: none), for a model whose config has max_season."),
 ]
 Quantiles = Annotated[
     list[float],
@@ -281,6 +295,7 @@ class ForecastInput(BaseModel):
     horizon: Horizon
     levels: Levels | None = None
     quantiles: Quantiles | None = None
+    season_length: SeasonLength | None = None
 
 
 class ForecastRequest(BaseModel):
@@ -292,6 +307,7 @@ class ForecastRequest(BaseModel):
     horizon: Horizon | None = None
     levels: Levels | None = None
     quantiles: Quantiles | None = None
+    season_length: SeasonLength | None = None
     inputs: list[ForecastInput] | None = Field(default=None, min_length=1)
     model: ModelName | None = None
 
@@ -301,17 +317,16 @@ class ForecastRequest(BaseModel):
         return _exactly_one(
             data,
             ("series", "inputs"),
-            ("series", "horizon", "levels", "quantiles", "inputs", "model"),
+            ("series", "horizon", "levels", "quantiles", "season_length", "inputs", "model"),
             FORECAST_EXAMPLE,
         )
 
     @model_validator(mode="after")
     def _horizon_beside_series(self) -> ForecastRequest:
-        if self.inputs is not None and (
-            self.horizon is not None or self.levels is not None or self.quantiles is not None
-        ):
+        beside = (self.horizon, self.levels, self.quantiles, self.season_length)
+        if self.inputs is not None and any(field is not None for field in beside):
             raise _invalid(
-                'with "inputs", give "horizon", "levels" and "quantiles" inside each entry of inputs'
+                'with "inputs", give "horizon", "levels", "quantiles" and "season_length" inside each entry'
             )
         if self.series is not None and self.horizon is None:
             raise _invalid('"horizon" is required: how many steps to forecast')
@@ -320,19 +335,26 @@ class ForecastRequest(BaseModel):
     def items(self) -> list[SeriesInput]:
         """The request's series in order, whichever form it used."""
         if self.inputs is not None:
-            return [as_input(e.series, e.horizon, e.levels, e.quantiles) for e in self.inputs]
+            return [
+                as_input(e.series, e.horizon, e.levels, e.quantiles, e.season_length) for e in self.inputs
+            ]
         assert self.series is not None and self.horizon is not None
-        return [as_input(self.series, self.horizon, self.levels, self.quantiles)]
+        return [as_input(self.series, self.horizon, self.levels, self.quantiles, self.season_length)]
 
 
 def as_input(
-    series: np.ndarray, horizon: int, levels: list[float] | None, quantiles: list[float] | None = None
+    series: np.ndarray,
+    horizon: int,
+    levels: list[float] | None,
+    quantiles: list[float] | None = None,
+    season: int | None = None,
 ) -> SeriesInput:
     return SeriesInput(
         series,
         horizon,
         None if levels is None else tuple(float(v) for v in levels),
         None if quantiles is None else tuple(float(q) for q in quantiles),
+        season,
     )
 
 

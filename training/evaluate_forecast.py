@@ -105,7 +105,10 @@ def run_onnx(
     means, stds = [], []
     for start in range(0, len(histories), chunk):
         values, mask = pad_left([recent_window(h, context) for h in histories[start : start + chunk]], patch)
-        mean, std = session.run(["mean", "std"], {"series": values, "mask": mask})
+        feeds = {"series": values, "mask": mask}
+        if "season" in {i.name for i in session.get_inputs()}:  # forecaster v3's hint: 0, detect it
+            feeds["season"] = np.zeros((len(values), 1), dtype=np.float32)
+        mean, std = session.run(["mean", "std"], feeds)
         means.append(mean)
         stds.append(std)
     return np.concatenate(means), np.concatenate(stds)
@@ -304,10 +307,12 @@ def with_auto_ets(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="Evaluate sine_gru versions on protocol v2, or on real series."
+        description="Evaluate forecaster versions on protocol v2 (the sine family), or on real series."
     )
     parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
-    parser.add_argument("--name", default="sine_gru")
+    parser.add_argument(
+        "--name", help="the model (default: sine_gru for protocol v2, series_gru with --real)"
+    )
     parser.add_argument(
         "--version",
         help="the version folder to evaluate, e.g. 2; required, except with --real (default: the newest)",
@@ -344,21 +349,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out",
         type=Path,
-        help="write the report there as JSON (else to stdout; with --real, to reports/real_SET_MODEL.json)",
+        help="write the report there as JSON (else to stdout; with --real, to "
+        "reports/real_SET_MODEL_vVERSION.json)",
     )
-    parser.add_argument("--plot", type=Path, help="also draw both versions' forecasts there (PNG)")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        help="also draw both versions' forecasts there (PNG); with --real, the model's and AutoETS's on "
+        "a few series",
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.real:
         baselines = [] if args.baselines is None else args.baselines or list(BASELINES)
-        chosen = (args.set, args.model_dir, args.name, args.version, baselines, args.sample, args.out)
-        evaluate_real.run(*chosen, with_candidates=args.candidates)
+        name = args.name or "series_gru"
+        chosen = (args.set, args.model_dir, name, args.version, baselines, args.sample, args.out)
+        evaluate_real.run(*chosen, with_candidates=args.candidates, plot=args.plot)
         return
     if args.version is None or args.baselines or args.candidates:
         parser.error(
             "protocol v2 needs --version, and takes neither names after --baselines nor --candidates "
             "(they are for --real)"
         )
+    args.name = args.name or "sine_gru"
     root = args.model_dir / args.name
     versions = [v for v in (args.compare, args.version) if v]
     report: dict[str, Any] = {"protocol": protocol_v2_description() | {"series_per_set": args.series}}

@@ -87,11 +87,18 @@ def refusal(model: Forecaster, window: Window) -> str | None:
     return f"horizon {problem}" if problem else None
 
 
-def served_forecasts(model: Forecaster, accepted: Sequence[Window]) -> list[Forecast]:
+def served_forecasts(
+    model: Forecaster, accepted: Sequence[Window], season_given: bool = False
+) -> list[Forecast]:
     """The model's forecast and 95 % interval for each window, all in one padded batch, through the
-    forecasting task's own windows (`queries`), model call (`run_batch`) and answer (`answer`)."""
-    queries = model.queries([SeriesInput(w.history, w.series.horizon, (LEVEL,)) for w in accepted])
-    moments = model.run_batch([q.window for q in queries])
+    forecasting task's own windows (`queries`), model call (`run_batch`) and answer (`answer`); with
+    `season_given`, each window's group season goes with it as the `season_length` hint."""
+    inputs = [
+        SeriesInput(w.history, w.series.horizon, (LEVEL,), season=w.series.season if season_given else None)
+        for w in accepted
+    ]
+    queries = model.queries(inputs)
+    moments = model.run_batch([model.item(q.window, q.season) for q in queries])
     fitted = f"{model.name} v{model.version} (ONNX Runtime, as served)"
     forecasts = []
     for query, (mean, std) in zip(queries, moments, strict=True):
@@ -176,14 +183,16 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 def evaluate_real(
     set_name: str,
     model_dir: Path = Path("models"),
-    name: str = "sine_gru",
+    name: str = "series_gru",
     version: str | None = None,
     baselines: Iterable[str] = (),
     sample: int | None = None,
     with_candidates: bool = False,
+    plot: Path | None = None,
 ) -> dict[str, Any]:
     """The real-series protocol on set `set_name` (`sample` of its series when given); with
-    `with_candidates`, the candidates' combiner too (m given, m detected)."""
+    `with_candidates`, the candidates' combiner too (m given, m detected); with `plot`, a picture of
+    `PLOTTED` series' forecasts there."""
     model = served_model(model_dir, name, version)
     label = f"{name} v{model.version}"
     chosen = windows(set_name, sample)
@@ -191,9 +200,17 @@ def evaluate_real(
     accepted = [w for w in chosen if w.series.name not in skipped]
     if not accepted:
         raise ValueError(f"{label} refuses every window of {set_name!r}: {skipped}")
-    started = time.perf_counter()
-    forecasts = {label: served_forecasts(model, accepted)}
-    seconds = {label: time.perf_counter() - started}
+    forecasts: dict[str, list[Forecast]] = {}
+    seconds: dict[str, float] = {}
+    runs = (
+        {label: False}
+        if model.max_season is None
+        else {f"{label} (m given)": True, f"{label} (m detected)": False}
+    )
+    for who, season_given in runs.items():
+        started = time.perf_counter()
+        forecasts[who] = served_forecasts(model, accepted, season_given)
+        seconds[who] = time.perf_counter() - started
     for method in baselines:
         started = time.perf_counter()
         forecasts[method] = [baseline_forecast(method, w) for w in accepted]
@@ -203,6 +220,8 @@ def evaluate_real(
         started = time.perf_counter()
         forecasts[combiner] = [candidate_forecast(w, season_given) for w in accepted]
         seconds[combiner] = time.perf_counter() - started
+    if plot is not None:
+        plot_forecasts(plot, accepted, forecasts, f"{label} on {set_name} series")
     series: dict[str, Any] = {}
     for index, w in enumerate(accepted):
         scale = mase_scale(w.history, w.series.season)
@@ -222,12 +241,38 @@ def evaluate_real(
         }
     return {
         "protocol": describe(set_name, sample),
+        "model": label,
         "forecasters": list(forecasts),
         "series": series,
         "skipped": skipped,
         "summary": {who: summaries(series, who) for who in forecasts},
         "seconds": seconds,
     }
+
+
+PLOTTED = 6
+"""How many series the picture shows: the first of each frequency group, then the next ones."""
+
+
+def plot_forecasts(
+    path: Path, accepted: Sequence[Window], forecasts: dict[str, list[Forecast]], title: str
+) -> None:
+    """The served model's forecasts (its first run) and AutoETS's, when it ran, on `PLOTTED` series."""
+    from training import plots
+
+    shown = [next(iter(forecasts)), *(["AutoETS"] if "AutoETS" in forecasts else [])]
+    order = sorted(range(len(accepted)), key=lambda i: [w.series.group for w in accepted[:i]].count(
+        accepted[i].series.group))[:PLOTTED]  # fmt: skip
+    panels = [
+        {
+            "name": f"{accepted[i].series.name} ({accepted[i].series.group}, m={accepted[i].series.season})",
+            "history": accepted[i].history,
+            "truth": accepted[i].truth,
+            "forecasts": {who: (f.mean, f.lower, f.upper) for who in shown for f in [forecasts[who][i]]},
+        }
+        for i in order
+    ]
+    plots.real_forecasts(path, panels, title)
 
 
 def summaries(series: dict[str, Any], who: str) -> dict[str, dict[str, float]]:
@@ -319,10 +364,11 @@ def run(
     sample: int | None,
     out: Path | None,
     with_candidates: bool = False,
+    plot: Path | None = None,
 ) -> dict[str, Any]:
     """The CLI's `--real`: evaluate, print both tables, write the JSON report to `out`."""
-    report = evaluate_real(set_name, model_dir, name, version, baselines, sample, with_candidates)
-    label = report["forecasters"][0]
+    report = evaluate_real(set_name, model_dir, name, version, baselines, sample, with_candidates, plot)
+    label = report["model"]
     out = out or Path("reports") / f"real_{set_name}_{label.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

@@ -108,3 +108,29 @@ def forecast_comparison(
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"forecasts with their {level:g} % bands", fontsize=10)
     _save(fig, path)
+
+
+def real_forecasts(path: Path, panels: Sequence[Mapping[str, Any]], title: str, tail: int = 96) -> None:
+    """One panel per real series: the last `tail` values of its history, the held-out values, and each
+    forecaster's mean with its 95 % band. A panel holds "name", "history", "truth" and "forecasts", a
+    mapping from forecaster to (mean, lower, upper)."""
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 3.4 * rows), squeeze=False)
+    colours = ["tab:blue", "tab:orange", "tab:green"]
+    for ax, panel in zip(axes.ravel(), panels, strict=False):
+        history, truth = np.asarray(panel["history"])[-tail:], np.asarray(panel["truth"])
+        past = np.arange(-len(history), 0)
+        ahead = np.arange(len(truth))
+        ax.plot(past, history, color="black", linewidth=1.0, label="history")
+        ax.plot(ahead, truth, color="black", linestyle="--", linewidth=1.0, label="held out")
+        for colour, (who, (mean, lower, upper)) in zip(colours, panel["forecasts"].items(), strict=False):
+            ax.plot(ahead, mean, color=colour, linewidth=1.4, label=who)
+            ax.fill_between(ahead, lower, upper, color=colour, alpha=0.18)
+        ax.set_title(panel["name"], fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(panels) :]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title)
+    _save(fig, path)

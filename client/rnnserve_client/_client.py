@@ -124,16 +124,22 @@ class Client(_ClientBase):
         levels: Sequence[float] = DEFAULT_LEVELS,
         model: str | None = None,
         quantiles: Sequence[float] | None = None,
+        season_length: int | None = None,
     ) -> Forecast:
         """Forecast the next `horizon` values of `series` (numbers oldest first, or a 1-D numpy array;
         None or NaN for a missing value), with a central interval for each level in percent and, if
-        asked, the forecast at each of `quantiles` (probabilities, e.g. (0.1, 0.9))."""
-        body = forecast_body(ForecastInput(series, horizon, levels, quantiles))
+        asked, the forecast at each of `quantiles` (probabilities, e.g. (0.1, 0.9)). `season_length`:
+        the season's length in steps (1: no seasonality), for a model that takes one (its metadata gives
+        config.max_season); None, the default, sends none and the model finds the period itself."""
+        body = forecast_body(ForecastInput(series, horizon, levels, quantiles, season_length))
         return _forecasts(self._post(FORECAST_PATH, body, model), many=False)[0]
 
-    def forecast_many(self, inputs: Iterable[ForecastInput], model: str | None = None) -> list[Forecast]:
-        """Forecast many series in one request, each with its own horizon and levels; in order."""
-        body = forecasts_body(inputs)
+    def forecast_many(
+        self, inputs: Iterable[ForecastInput], model: str | None = None, season_length: int | None = None
+    ) -> list[Forecast]:
+        """Forecast many series in one request, each with its own horizon, levels and season length; in
+        order. `season_length` goes with every input whose own `season_length` is None."""
+        body = forecasts_body(inputs, season_length)
         return _forecasts(self._post(FORECAST_PATH, body, model), many=True)
 
     def health(self) -> Health:
@@ -203,16 +209,17 @@ class AsyncClient(_ClientBase):
         levels: Sequence[float] = DEFAULT_LEVELS,
         model: str | None = None,
         quantiles: Sequence[float] | None = None,
+        season_length: int | None = None,
     ) -> Forecast:
         """See `Client.forecast`."""
-        body = forecast_body(ForecastInput(series, horizon, levels, quantiles))
+        body = forecast_body(ForecastInput(series, horizon, levels, quantiles, season_length))
         return _forecasts(await self._post(FORECAST_PATH, body, model), many=False)[0]
 
     async def forecast_many(
-        self, inputs: Iterable[ForecastInput], model: str | None = None
+        self, inputs: Iterable[ForecastInput], model: str | None = None, season_length: int | None = None
     ) -> list[Forecast]:
         """See `Client.forecast_many`."""
-        body = forecasts_body(inputs)
+        body = forecasts_body(inputs, season_length)
         return _forecasts(await self._post(FORECAST_PATH, body, model), many=True)
 
     async def health(self) -> Health:

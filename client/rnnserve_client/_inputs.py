@@ -9,6 +9,7 @@ caller who imported them already, so they are looked up in `sys.modules`.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import operator
 import sys
@@ -81,7 +82,8 @@ def forecast_body(query: ForecastInput) -> Body:
     return _json(_forecast_entry(query, "series"), many=False)
 
 
-def forecasts_body(queries: Iterable[ForecastInput]) -> Body:
+def forecasts_body(queries: Iterable[ForecastInput], season_length: int | None = None) -> Body:
+    """The body for many series; `season_length` goes with each one that gives none of its own."""
     entries = []
     for index, query in enumerate(queries):
         if not isinstance(query, ForecastInput):
@@ -89,6 +91,8 @@ def forecasts_body(queries: Iterable[ForecastInput]) -> Body:
                 f"inputs[{index}]: is a {type(query).__name__}; pass ForecastInput(series, horizon) "
                 "objects to forecast_many"
             )
+        if query.season_length is None and season_length is not None:
+            query = dataclasses.replace(query, season_length=season_length)
         entries.append(_forecast_entry(query, f"inputs[{index}].series"))
     if not entries:
         raise InputError("inputs: the list is empty; pass at least one ForecastInput")
@@ -109,20 +113,27 @@ def _forecast_entry(query: ForecastInput, where: str) -> dict[str, Any]:
         raise InputError(
             f"{where}: holds something that is not a number; pass numbers only (None for a missing value)"
         ) from None
-    try:
-        if isinstance(query.horizon, bool):
-            raise TypeError
-        horizon = operator.index(query.horizon)
-    except TypeError:
-        raise InputError(
-            f"horizon: is {query.horizon!r}; pass a whole number of steps to forecast, e.g. 8"
-        ) from None
+    horizon = _whole(query.horizon, "horizon", "a whole number of steps to forecast, e.g. 8")
     entry: dict[str, Any] = {"series": values, "horizon": horizon}
     if query.levels is not None:
         entry["levels"] = _numbers(query.levels, "levels", "percentages, e.g. (80, 95)")
     if query.quantiles is not None:
         entry["quantiles"] = _numbers(query.quantiles, "quantiles", "probabilities, e.g. (0.1, 0.5, 0.9)")
+    if query.season_length is not None:
+        entry["season_length"] = _whole(
+            query.season_length, "season_length", "the season's length in steps, e.g. 12, or None"
+        )
     return entry
+
+
+def _whole(value: Any, field: str, wanted: str) -> int:
+    """`horizon` or `season_length`: a whole number (a Python or numpy integer, not a bool)."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise InputError(f"{field}: is {value!r}; pass {wanted}") from None
 
 
 def _numbers(values: Sequence[float] | float, field: str, wanted: str) -> list[float]:

@@ -16,12 +16,14 @@ DEFAULT_LEVELS: tuple[float, ...] = (80, 95)
 class ForecastInput:
     """One series to forecast with `Client.forecast_many`: values oldest first (a sequence of numbers or
     a 1-D numpy array; None or NaN for a missing value), how many steps to forecast, the interval
-    levels in percent, and the quantiles to forecast (probabilities), if any."""
+    levels in percent, the quantiles to forecast (probabilities), if any, and its season length in
+    steps (1: no seasonality), for a model that takes one; None lets the model find the period."""
 
     series: Sequence[float | None] | Any
     horizon: int
     levels: Sequence[float] = DEFAULT_LEVELS
     quantiles: Sequence[float] | None = None
+    season_length: int | None = None
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ class ForecastSeries(DirectRoute):
     path = "/forecast"
     openapi = openapi_operation(
         "Forecast series, with prediction intervals",
-        "One series as `series` with `horizon` (and optional `levels`, default [80, 95]), or many as "
-        "`inputs`, each with its own length, horizon and levels. The body is read as JSON whatever its "
-        "Content-Type.",
+        "One series as `series` with `horizon` (and optional `levels`, default [80, 95], `quantiles`, and "
+        "`season_length` for a model whose graph takes a season hint), or many as `inputs`, each with its "
+        "own length, horizon, levels and season length. The body is read as JSON whatever its Content-Type.",
         ForecastRequest,
         Forecast | Forecasts,
     )

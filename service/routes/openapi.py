@@ -211,9 +211,21 @@ def _bodies(served: Catalog) -> dict[str, dict[str, Any]]:
         "uniqueItems": True,
         "description": "Quantiles to forecast, e.g. [0.1, 0.5, 0.9]; answered as `quantiles`.",
     }
+    fields = {"series": series, "horizon": horizon, "levels": levels, "quantiles": quantiles}
+    seasonal = {name: _config([(name, metadata)], "max_season", 0) for name, metadata in forecasts}
+    seasonal = {name: longest for name, longest in seasonal.items() if longest > 0}
+    if seasonal:  # only where a model takes it: the others answer 422
+        fields["season_length"] = {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": max(seasonal.values()),
+            "description": "The season's length in steps (1: no seasonality); leave it out and the model "
+            f"finds the period itself. Taken by {', '.join(seasonal)}, up to their config.max_season; other "
+            "forecasters answer 422.",
+        }
     one_series = {
         "type": "object",
-        "properties": {"series": series, "horizon": horizon, "levels": levels, "quantiles": quantiles},
+        "properties": fields,
         "required": ["series", "horizon"],
         "additionalProperties": False,
     }

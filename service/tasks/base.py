@@ -157,6 +157,11 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
     @abstractmethod
     def outputs(self) -> tuple[TensorSpec, ...]: ...
 
+    def declined_inputs(self) -> dict[str, str]:
+        """The task's optional inputs that this model's graph does not take, each with what to do instead
+        (none by default)."""
+        return {}
+
     @abstractmethod
     def tensor_problems(self, arrays: dict[str, np.ndarray]) -> list[Problem]:
         """Every problem of a batch of tensors (named as in `inputs`, of their datatypes), each named by

@@ -1,12 +1,18 @@
 """The forecasting task: series of different lengths to forecasts with Gaussian prediction intervals.
 
-Its input rules are here and nowhere else (`series_problem`, `horizon_problem`, `levels_problem`):
-REST bodies and V2 tensors pass through the same functions, so the same mistake reads the same on
-both. The model's limits (lengths, horizon) come from its metadata.
+Its input rules are here and nowhere else (`series_problem`, `horizon_problem`, `levels_problem`,
+`season_problem`): REST bodies and V2 tensors pass through the same functions, so the same mistake
+reads the same on both. The model's limits (lengths, horizon, longest season) come from its metadata.
 
 Windows and padding come from `service.series`, shared with training: each series is cut to its most
 recent `context_length` values and the batch is right-aligned and zero-padded on the left, which the
 graph ignores exactly. So a series gets the same forecast alone or batched beside longer ones.
+
+A graph may take a third input, `season` (batch, 1): each row's season length hint (0: unknown, the
+graph finds the period; 1: no seasonality; m ≥ 2: the period in steps). Its metadata then lists the
+input and gives `config.max_season`. The hint travels with its window through the queue (and the
+model engine's channel) as the window's last value (`Forecaster.item`), so rows of one batch may have
+different hints; for a graph without it, a queued item is the window alone, as it always was.
 """
 
 from __future__ import annotations
@@ -14,12 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from service.config import BatchSettings
-from service.repository import ModelArtifact
+from service.metrics import BatcherMetrics
+from service.repository import ModelArtifact, ModelLoadError
+from service.runtimes import Runtime
 from service.series import interval, pad_left, quantile, recent_window
 from service.tasks.base import FLOAT32_MAX, Locate, Problem, ServedModel, TensorSpec, check
 
@@ -81,6 +89,8 @@ class SeriesInput:
     horizon: int
     levels: tuple[float, ...] | None = None
     quantiles: tuple[float, ...] | None = None
+    season: int | None = None
+    """The season length hint; None: not given (the graph finds the period itself)."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +102,18 @@ class ForecastQuery:
     levels: tuple[float, ...]
     item: int
     quantiles: tuple[float, ...] | None = None
+    season: int | None = None
+
+
+def takes_season(metadata: dict[str, Any]) -> bool:
+    """Whether a forecaster's graph takes the `season` input, as its metadata lists its inputs."""
+    inputs = metadata.get("inputs")
+    return isinstance(inputs, list) and any(isinstance(i, dict) and i.get("name") == "season" for i in inputs)
 
 
 class Forecaster(ServedModel[np.ndarray, Moments]):
-    """Serves a `forecasting` model: inputs `series` and `mask`, outputs `mean` and `std`."""
+    """Serves a `forecasting` model: inputs `series`, `mask` and, if the graph takes it, `season`;
+    outputs `mean` and `std`."""
 
     task = "forecasting"
     graph_inputs = ("series", "mask")
@@ -107,15 +125,34 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         self.max_horizon = artifact.config("max_horizon")
         self.min_length = artifact.config("min_length")
         self.max_length = artifact.config("max_length")
+        self.max_season = artifact.config("max_season") if takes_season(artifact.metadata) else None
+        """The longest season length hint the graph takes; None for a graph without the input."""
         super().__init__(artifact, batching)
+
+    @classmethod
+    def load(
+        cls, artifact: ModelArtifact, runtime: Runtime, batching: BatchSettings, metrics: BatcherMetrics
+    ) -> Self:
+        model = super().load(artifact, runtime, batching, metrics)
+        if ("season" in runtime.input_names) != (model.max_season is not None):
+            listed = "lists" if model.max_season is not None else "does not list"
+            raise ModelLoadError(
+                f"{artifact.file}: has inputs {runtime.input_names}, but its metadata.json {listed} the "
+                "input 'season': list the graph's inputs there as the graph has them, or re-export it"
+            )
+        return model
 
     @property
     def inputs(self) -> tuple[TensorSpec, ...]:
+        season = (TensorSpec("season_length", "INT32", (-1, 1), accepted=("INT64",), optional=True),)
         return (
             TensorSpec("series", "FP32", (-1, -1), accepted=("FP64",)),
             TensorSpec("horizon", "INT32", (-1, 1), accepted=("INT64",), optional=True),
             TensorSpec("quantiles", "FP32", (1, -1), accepted=("FP64",), optional=True),
-        )
+        ) + (season if self.max_season is not None else ())
+
+    def declined_inputs(self) -> dict[str, str]:
+        return {} if self.max_season is not None else {"season_length": self._no_season()}
 
     @property
     def outputs(self) -> tuple[TensorSpec, ...]:
@@ -148,12 +185,29 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
             return f"is {horizon}; {self.name} forecasts 1 to {self.max_horizon} steps"
         return None
 
+    def season_problem(self, season: int) -> str | None:
+        """What is wrong with a season length hint (an integer: the period in steps, 1 for none)."""
+        if self.max_season is None:
+            return self._no_season()
+        if not 1 <= season <= self.max_season:
+            return (
+                f"is {season}; {self.name} takes a season length of 1 (no seasonality) to {self.max_season} "
+                "steps: leave it out and the model finds the period itself"
+            )
+        return None
+
+    def _no_season(self) -> str:
+        return (
+            f"{self.name} takes no season_length; it finds its period itself: leave the field out, or "
+            "choose a forecaster whose metadata gives config.max_season (GET /models)"
+        )
+
     def queries(self, inputs: Sequence[SeriesInput]) -> list[ForecastQuery]:
         """Checked inputs (the protocol ran the rules above as it decoded them), cut to the model's
         window."""
         return [
             ForecastQuery(recent_window(given.series, self.context_length), given.horizon,
-                          given.levels or DEFAULT_LEVELS, item, given.quantiles)
+                          given.levels or DEFAULT_LEVELS, item, given.quantiles, given.season)
             for item, given in enumerate(inputs)
         ]  # fmt: skip
 
@@ -189,13 +243,47 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
             message = quantiles_problem(quantiles.ravel().tolist())
             if message:
                 problems.append(Problem("quantiles", message))
+        season = arrays.get("season_length")
+        if season is not None:
+            problems += self._season_tensor_problems(season, len(series))
+        return problems
+
+    def _season_tensor_problems(self, season: np.ndarray, rows: int) -> list[Problem]:
+        """A `season_length` tensor: one hint per row of `series` ([n, 1]), or one for all ([1, 1])."""
+        if self.max_season is None:
+            return [Problem("season_length", self._no_season())]
+        if season.ndim != 2 or season.shape[1] != 1 or season.shape[0] not in (1, rows):
+            return [
+                Problem(
+                    "season_length",
+                    f"shape is {list(season.shape)}; send [{rows}, 1] (one hint per row of series) or "
+                    "[1, 1] (one for every row)",
+                )
+            ]
+        per_row = season.shape[0] == rows
+        problems = []
+        for row, value in enumerate(season.ravel().tolist()):
+            message = self.season_problem(int(value))
+            if message:
+                problems.append(Problem("season_length", message, row if per_row else None))
         return problems
 
     # Inference.
 
+    def item(self, window: np.ndarray, season: int | None) -> np.ndarray:
+        """What the queue holds for one series: its window, followed by its season hint (0.0: not given)
+        when the graph takes one; `run_batch` splits them again."""
+        if self.max_season is None:
+            return window
+        return np.append(window, np.float32(season or 0))
+
     def run_batch(self, inputs: list[np.ndarray]) -> list[Moments]:
+        feeds = {}
+        if self.max_season is not None:
+            feeds["season"] = np.array([[row[-1]] for row in inputs], dtype=np.float32)
+            inputs = [row[:-1] for row in inputs]
         values, mask = pad_left(inputs, self.patch_size)
-        outputs = self.runtime.run({"series": values, "mask": mask})
+        outputs = self.runtime.run({"series": values, "mask": mask, **feeds})
         mean, std = outputs["mean"], outputs["std"]
         expected = (len(inputs), self.max_horizon)
         if mean.shape != expected or std.shape != expected:
@@ -204,13 +292,13 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
 
     def sample_input(self) -> np.ndarray:
         steps = np.arange(self.context_length, dtype=np.float32)
-        return np.sin(steps / 8.0).astype(np.float32)
+        return self.item(np.sin(steps / 8.0).astype(np.float32), None)
 
     async def forecast(
         self, queries: list[ForecastQuery], locate: Locate, timeout_s: float | None = None
     ) -> list[dict[str, Any]]:
         """One answer per query, in order, computed in batches with other requests' series."""
-        moments = await self.queue.submit_many([q.window for q in queries], timeout_s)
+        moments = await self.queue.submit_many([self.item(q.window, q.season) for q in queries], timeout_s)
         answers = [self.answer(q, mean, std) for q, (mean, std) in zip(queries, moments, strict=True)]
         check([Problem("series", OVERFLOW, q.item) for q, a in zip(queries, answers, strict=True)
                if not _finite(a)], locate)  # fmt: skip
@@ -233,8 +321,13 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         series = arrays["series"]
         given = arrays.get("horizon")
         horizon = self.max_horizon if given is None else int(given.flat[0])
-        windows = [recent_window(row, self.context_length) for row in series]
-        moments = np.stack(await self.queue.submit_many(windows, timeout_s))
+        hints = arrays.get("season_length")
+        seasons = [None] * len(series) if hints is None else np.broadcast_to(hints, (len(series), 1))[:, 0]
+        items = [
+            self.item(recent_window(row, self.context_length), None if season is None else int(season))
+            for row, season in zip(series, seasons, strict=True)
+        ]
+        moments = np.stack(await self.queue.submit_many(items, timeout_s))
         mean, std = moments[:, 0, :horizon], moments[:, 1, :horizon]
         rows = np.flatnonzero(~(np.isfinite(mean).all(axis=1) & np.isfinite(std).all(axis=1)))
         check([Problem("series", OVERFLOW, int(row)) for row in rows], locate)

@@ -145,7 +145,9 @@ class InferTensors(DirectRoute):
         limit = self.settings.max_body_bytes
         body = decompress(await read_body(receive), header(scope, b"content-encoding"), limit)
         request = parse_infer_request(body, header(scope, b"inference-header-content-length"))
-        arrays = input_arrays(model.inputs, request.inputs, self.settings.max_inputs_per_request)
+        arrays = input_arrays(
+            model.inputs, request.inputs, self.settings.max_inputs_per_request, model.declined_inputs()
+        )
         check(model.tensor_problems(arrays), v2_place)
         if request.timeout_s is not None:
             timeout_s = min(timeout_s or request.timeout_s, request.timeout_s)
@@ -176,13 +178,19 @@ def v2_place(problem: Problem) -> str:
 
 
 def input_arrays(
-    specs: tuple[TensorSpec, ...], tensors: dict[str, Tensor], max_inputs: int
+    specs: tuple[TensorSpec, ...],
+    tensors: dict[str, Tensor],
+    max_inputs: int,
+    declined: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The request's tensors by name, checked against the model's names and datatypes."""
+    """The request's tensors by name, checked against the model's names and datatypes. `declined`: the
+    inputs of the task that this model does not take, each refused with the task's own message."""
     known = {spec.name: spec for spec in specs}
     listing = ", ".join(
         f"{s.name} {s.datatype} {list(s.shape)}" + (" (optional)" if s.optional else "") for s in specs
     )
+    refused = [Problem(name, message) for name, message in (declined or {}).items() if name in tensors]
+    check(refused, v2_place)
     unknown = sorted(set(tensors) - set(known))
     if unknown:
         raise InvalidInput(f"inputs: {', '.join(map(repr, unknown))} not known; this model takes {listing}")

@@ -48,7 +48,7 @@ def forecast(
         {"name": "series", "shape": [1, len(series)], "datatype": dtype, "data": series},
         {"name": "horizon", "shape": [1, 1], "datatype": "INT32", "data": [horizon]},
     ]
-    MISTAKES.append((case, "sine_gru", rest, v2, rest_place, v2_place, words))
+    MISTAKES.append((case, "series_gru", rest, v2, rest_place, v2_place, words))
 
 
 digit("above 255", uniform(300), "must lie in 0–255")
@@ -57,7 +57,7 @@ digit("blank", uniform(0), "holds no digit")
 digit("uniform", uniform(7), "every pixel is 7")
 digit("scaled to 0–1", BAR / 255, "look scaled to 0–1")
 digit("dark on light", dark_on_light(), "dark on light")
-forecast("15 values", [1.0] * 15, 3, "series", "series[0]", "has 15 values; sine_gru needs 16 to 4096")
+forecast("15 values", [1.0] * 15, 3, "series", "series[0]", "has 15 values; series_gru needs 16 to 4096")
 forecast("4097 values", [1.0] * 4097, 3, "series", "series[0]", "has 4097 values")
 forecast("horizon 0", [1.0] * 20, 0, "horizon", "horizon", "forecasts 1 to 128 steps")
 forecast("horizon 129", [1.0] * 20, 129, "horizon", "horizon", "is 129")

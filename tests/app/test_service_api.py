@@ -170,7 +170,7 @@ async def test_a_forecast_answer_has_the_contract_fields(api_client: httpx.Async
     assert response.status_code == 200, response.text
     answer = response.json()
     assert set(answer) == {"forecast", "intervals", "model", "version"}
-    assert answer["model"] == "sine_gru"
+    assert answer["model"] == "series_gru"
     assert len(answer["forecast"]) == 32
     assert set(answer["intervals"]) == {"80", "95"}
     forecast = np.array(answer["forecast"])
@@ -207,7 +207,7 @@ async def test_forecasts_of_different_lengths_and_horizons_batched_together_equa
         together = [
             r.json() for r in await asyncio.gather(*(client.post("/forecast", json=r) for r in requests))
         ]
-        assert metric(app, "rnnserve_batch_size_count", model="sine_gru") == 1
+        assert metric(app, "rnnserve_batch_size_count", model="series_gru") == 1
     for single, *batched in zip(alone, together, many, strict=True):
         for answer in batched:
             assert_same_forecast(answer, single)
@@ -227,7 +227,7 @@ def assert_same_forecast(answer: dict[str, Any], expected: dict[str, Any]) -> No
 
 async def test_only_the_most_recent_context_matters(api_client: httpx.AsyncClient) -> None:
     models = (await api_client.get("/models")).json()["models"]
-    (forecaster,) = [m for m in models if m["name"] == "sine_gru"]
+    (forecaster,) = [m for m in models if m["name"] == "series_gru"]
     context = forecaster["metadata"]["config"]["context_length"]
     series = sine(context + 744)
     full = (await api_client.post("/forecast", json={"series": series, "horizon": 10})).json()

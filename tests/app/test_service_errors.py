@@ -111,7 +111,7 @@ async def test_a_bad_digit_request_is_a_422_that_says_what_to_fix(
 BAD_FORECAST_BODIES: list[tuple[str, Any, str]] = [
     ("no series", {"horizon": 3}, 'exactly one of "series" or "inputs"'),
     ("no horizon", {"series": [1.0] * 20}, '"horizon" is required'),
-    ("15 values", {"series": [1.0] * 15, "horizon": 3}, "has 15 values; sine_gru needs 16 to 4096"),
+    ("15 values", {"series": [1.0] * 15, "horizon": 3}, "has 15 values; series_gru needs 16 to 4096"),
     ("4097 values", {"series": [1.0] * 4097, "horizon": 3}, "has 4097 values"),
     ("empty series", {"series": [], "horizon": 3}, "has 0 values"),
     ("nested series", {"series": [[1.0] * 20], "horizon": 3}, "flat list of numbers"),

@@ -124,7 +124,7 @@ async def test_metrics_count_requests_by_route_and_status_and_time_the_models(se
         ]
         return float(value)
 
-    for model in ("digit_lstm", "sine_gru"):
+    for model in ("digit_lstm", "series_gru"):
         assert count("rnnserve_batch_size", model) == 1
         assert count("rnnserve_queue_wait_seconds", model) == 1
         assert count("rnnserve_inference_duration_seconds", model) == 1
@@ -202,7 +202,14 @@ async def test_the_api_docs_describe_every_request_form(api_client: httpx.AsyncC
     assert {"200", "413", "422", "429", "503"} <= set(digit["responses"])
     forecast = spec["paths"]["/forecast"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     alone, many = forecast["oneOf"]
-    assert sorted(alone["properties"]) == ["horizon", "levels", "model", "quantiles", "series"]
+    assert sorted(alone["properties"]) == [
+        "horizon",
+        "levels",
+        "model",
+        "quantiles",
+        "season_length",
+        "series",
+    ]
     assert sorted(many["properties"]) == ["inputs", "model"]
     # The default forecaster's limits, from its metadata.
     series = alone["properties"]["series"]

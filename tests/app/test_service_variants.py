@@ -64,7 +64,7 @@ async def test_a_wrong_model_gets_422_listing_the_choices(serve: ServeApp, repos
         chosen = await client.post("/forecast?model=sine_gru", json={"series": series, "horizon": 4})
     for refused in (unknown, other_task):
         assert refused.status_code == 422
-        assert "choose one of sine_gru" in refused.json()["detail"]
+        assert "choose one of series_gru, sine_gru" in refused.json()["detail"]
         assert refused.json()["errors"][0]["loc"] == "model"
     assert both.status_code == 422 and "name one model" in both.json()["detail"]
     assert chosen.status_code == 200 and chosen.json()["model"] == "sine_gru"
@@ -109,7 +109,7 @@ async def test_models_restricts_what_is_served(serve: ServeApp, repository: Path
         refused = await client.post(
             "/predict/digit", json={"pixels": [[0] * 27 + [255]] * 28, "model": "more_digits"}
         )
-    assert sorted(names) == ["digit_lstm", "sine_gru"]
+    assert sorted(names) == ["digit_lstm", "series_gru"]
     assert refused.status_code == 422 and "choose one of digit_lstm" in refused.json()["detail"]
 
 

@@ -41,6 +41,7 @@ from rnnserve_client import (
     TransportError,
     __version__,
 )
+from season_model import SEASONAL_MODEL, expected_forecast, season_repository
 from serving import REPO_ROOT, free_port, start_service
 
 from service.repository import model_names, newest_version
@@ -212,6 +213,65 @@ def test_forecast_with_missing_values_and_quantiles(url: str) -> None:
     assert from_array.quantiles == {}
 
 
+@pytest.fixture(scope="module")
+def season_url(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A service that also serves a forecaster taking a season length hint (tests/season_model.py)."""
+    root = tmp_path_factory.mktemp("season")
+    url, process = start_service(season_repository(models_dir, root), root / "server.log", workers="1")
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def test_the_season_length_goes_with_each_series_or_with_all(season_url: str) -> None:
+    history = [float(v) for v in np.random.default_rng(3).normal(size=50).round(3)]
+    with Client(season_url) as client:
+        hinted = client.forecast(history, horizon=8, model=SEASONAL_MODEL, season_length=12)
+        unhinted = client.forecast(history, horizon=8, model=SEASONAL_MODEL)
+        own = [ForecastInput(history, 8, season_length=7), ForecastInput(history, 8)]
+        mixed = client.forecast_many(own, model=SEASONAL_MODEL, season_length=12)
+    body = {"series": history, "horizon": 8, "season_length": 12, "model": SEASONAL_MODEL}
+    expected = posted(season_url, "/forecast", body)
+    assert hinted.forecast == pytest.approx(expected["forecast"], abs=1e-6)
+    assert hinted.forecast == pytest.approx(expected_forecast(history, 12, 8), abs=1e-6)
+    assert unhinted.forecast == pytest.approx(expected_forecast(history, None, 8), abs=1e-6)
+    assert mixed[0].forecast == pytest.approx(expected_forecast(history, 7, 8), abs=1e-6)
+    assert mixed[1].forecast == hinted.forecast
+
+
+async def test_the_async_client_sends_the_season_length(season_url: str) -> None:
+    history = [float(v) for v in range(40)]
+    async with AsyncClient(season_url) as client:
+        one = await client.forecast(history, 4, model=SEASONAL_MODEL, season_length=5)
+        (many,) = await client.forecast_many(
+            [ForecastInput(history, 4)], model=SEASONAL_MODEL, season_length=5
+        )
+    assert one.forecast == many.forecast == pytest.approx(expected_forecast(history, 5, 4))
+
+
+def test_a_season_length_for_a_model_without_one_carries_the_servers_message(url: str) -> None:
+    with Client(url) as client, pytest.raises(InvalidInputError) as caught:
+        client.forecast(SINE, horizon=2, season_length=12, model="sine_gru")
+    assert caught.value.status_code == 422
+    assert caught.value.message.startswith(
+        "season_length: sine_gru takes no season_length; it finds its period"
+    )
+
+
+def test_the_season_length_is_sent_only_when_given() -> None:
+    one: Answer = (200, {}, FORECAST_ANSWER)
+    two: Answer = (200, {}, {"forecasts": [FORECAST_ANSWER] * 2})
+    with scripted_server(one, one, two) as script, Client(script.url) as client:
+        client.forecast(RAMP, horizon=2)
+        client.forecast(RAMP, horizon=2, season_length=np.int64(4))
+        client.forecast_many([ForecastInput(RAMP, 2), ForecastInput(RAMP, 2, season_length=3)])
+    plain, hinted, many = (json.loads(body) for body in script.bodies)
+    assert "season_length" not in plain and hinted["season_length"] == 4
+    assert [entry.get("season_length") for entry in many["inputs"]] == [None, 3]
+
+
 def test_health_and_models(url: str) -> None:
     with Client(url) as client:
         health = client.health()
@@ -332,6 +392,10 @@ def queue_depth(client: Client, model: str) -> int:
     return batching.queue_depth
 
 
+Answer = tuple[int, dict[str, str], dict[str, Any]]
+"""A scripted answer: status, headers, JSON body."""
+
+
 @dataclass
 class Scripted:
     """A stdlib HTTP server on 127.0.0.1 at `url` that gives the scripted answers in order (the last one
@@ -340,6 +404,7 @@ class Scripted:
     answers: list[tuple[int, dict[str, str], dict[str, Any]]]
     url: str = ""
     requests: list[tuple[float, str, dict[str, str]]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
 
 
 FORECAST_ANSWER = {
@@ -356,7 +421,7 @@ def scripted_server(*answers: tuple[int, dict[str, str], dict[str, Any]]) -> Ite
 
     class Handler(BaseHTTPRequestHandler):
         def answer(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
+            script.bodies.append(self.rfile.read(int(self.headers.get("content-length", 0))))
             headers = {name.lower(): value for name, value in self.headers.items()}
             script.requests.append((time.monotonic(), self.path, headers))
             status, extra_headers, body = script.answers[min(len(script.requests), len(script.answers)) - 1]
@@ -453,8 +518,23 @@ async def test_connection_refused_async() -> None:
         (lambda c: c.forecast(RAMP, horizon=2.5), "pass a whole number of steps"),
         (lambda c: c.forecast(RAMP, horizon=True), "pass a whole number of steps"),
         (lambda c: c.forecast_many([(RAMP, 2)]), "pass ForecastInput(series, horizon)"),
+        (lambda c: c.forecast(RAMP, 2, season_length=2.5), "season_length: is 2.5; pass the season's length"),
+        (lambda c: c.forecast_many([ForecastInput(RAMP, 2)], season_length=True), "season_length: is True"),
     ],
-    ids=["gif", "no-file", "27-columns", "list", "no-images", "one-image", "inf", "horizon", "bool", "tuple"],
+    ids=[
+        "gif",
+        "no-file",
+        "27-columns",
+        "list",
+        "no-images",
+        "one-image",
+        "inf",
+        "horizon",
+        "bool",
+        "tuple",
+        "season",
+        "season-bool",
+    ],
 )
 def test_inputs_the_client_cannot_send_are_refused_before_sending(call: Any, message: str) -> None:
     with (
@@ -510,4 +590,4 @@ def test_the_readme_example_runs(
     print(done.stdout)
     assert lines[0].startswith("Health(live=True, ready=True")
     assert lines[1].split()[0] == str(labels[0])
-    assert lines[-1].startswith("422 series: has 3 values; sine_gru needs 16 to 4096")
+    assert lines[-1].startswith("422 series: has 3 values; series_gru needs 16 to 4096")

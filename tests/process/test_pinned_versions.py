@@ -25,7 +25,8 @@ def test_a_real_server_answers_with_the_pinned_or_the_newest_version(
     url, process = start_service(models_dir, tmp_path / "service.log", **settings)
     try:
         series = [float(np.sin(t / 5.0)) for t in range(300)]
-        answer = httpx.post(f"{url}/forecast", json={"series": series, "horizon": 8}, timeout=30).json()
+        body = {"series": series, "horizon": 8, "model": "sine_gru"}
+        answer = httpx.post(f"{url}/forecast", json=body, timeout=30).json()
         described = {m["name"]: m["version"] for m in httpx.get(f"{url}/models", timeout=30).json()["models"]}
     finally:
         process.terminate()

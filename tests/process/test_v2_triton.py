@@ -57,12 +57,15 @@ def test_health_and_metadata(client: triton.InferenceServerClient) -> None:
         ("logits", [-1, 10]),
         ("probabilities", [-1, 10]),
     ]
-    series = client.get_model_metadata("sine_gru", model_version=newest_version("sine_gru"))
+    series = client.get_model_metadata("series_gru", model_version=newest_version("series_gru"))
     assert [(i["name"], i["datatype"], i["shape"]) for i in series["inputs"]] == [
-        ("series", "FP32", [-1, -1]), ("horizon", "INT32", [-1, 1]), ("quantiles", "FP32", [1, -1])
+        ("series", "FP32", [-1, -1]), ("horizon", "INT32", [-1, 1]), ("quantiles", "FP32", [1, -1]),
+        ("season_length", "INT32", [-1, 1]),
     ]  # fmt: skip
     assert [o["name"] for o in series["outputs"]] == ["mean", "std", "quantiles"]
-    for name in ("digit_lstm", "sine_gru"):
+    sine = client.get_model_metadata("sine_gru", model_version=newest_version("sine_gru"))
+    assert [i["name"] for i in sine["inputs"]] == ["series", "horizon", "quantiles"]  # it takes no season
+    for name in ("digit_lstm", "series_gru", "sine_gru"):
         assert client.is_model_ready(name) and client.is_model_ready(name, newest_version(name))
         assert client.get_model_config(name)["max_batch_size"] >= 1
     index = {entry["name"]: entry["state"] for entry in client.get_model_repository_index()}
@@ -103,7 +106,7 @@ def test_forecasts_in_both_modes_equal_the_rest_route(
         tensor("horizon", np.full((2, 1), 24, np.int32), "INT32", binary),
     ]
     result = client.infer(
-        "sine_gru", inputs, outputs=[triton.InferRequestedOutput(n, binary) for n in ("mean", "std")]
+        "series_gru", inputs, outputs=[triton.InferRequestedOutput(n, binary) for n in ("mean", "std")]
     )
     mean, std = result.as_numpy("mean"), result.as_numpy("std")
     assert mean.shape == std.shape == (2, 24) and (std > 0).all()
@@ -118,10 +121,28 @@ def test_forecasts_in_both_modes_equal_the_rest_route(
         )
 
 
+def test_a_season_length_hint_goes_through_tritonclient(
+    client: triton.InferenceServerClient, server: str
+) -> None:
+    steps = np.arange(120, dtype=np.float32)
+    series = (10 + np.sin(2 * np.pi * steps / 12) + steps / 50)[None, :]
+    inputs = [
+        tensor("series", series, "FP32", True),
+        tensor("horizon", np.array([[12]], np.int32), "INT32", True),
+        tensor("season_length", np.array([[12]], np.int32), "INT32", True),
+    ]
+    mean = client.infer("series_gru", inputs).as_numpy("mean")
+    body = {"series": series[0].tolist(), "horizon": 12, "season_length": 12}
+    rest = httpx.post(f"{server}/forecast", json=body).json()
+    np.testing.assert_allclose(mean[0], rest["forecast"], atol=1e-5, rtol=0)
+
+
 def test_a_forecast_without_horizon_covers_the_models_longest(client: triton.InferenceServerClient) -> None:
-    config = json.loads((MODELS_DIR / "sine_gru" / newest_version("sine_gru") / "metadata.json").read_text())
+    config = json.loads(
+        (MODELS_DIR / "series_gru" / newest_version("series_gru") / "metadata.json").read_text()
+    )
     series = np.sin(np.arange(64, dtype=np.float32) / 4)[None, :]
-    result = client.infer("sine_gru", [tensor("series", series, "FP32", True)])  # every output, binary
+    result = client.infer("series_gru", [tensor("series", series, "FP32", True)])  # every output, binary
     assert result.as_numpy("mean").shape == (1, config["config"]["max_horizon"])
 
 
@@ -130,7 +151,7 @@ def test_errors_carry_the_protocols_status_and_message(client: triton.InferenceS
     pixels[0, :, :10] = 0
     with pytest.raises(InferenceServerException) as unknown:
         client.infer("no_such_model", [tensor("pixels", pixels, "FP32", True)])
-    assert unknown.value.status() == "404" and "digit_lstm, sine_gru" in unknown.value.message()
+    assert unknown.value.status() == "404" and "digit_lstm, series_gru" in unknown.value.message()
     with pytest.raises(InferenceServerException) as version:
         client.infer("digit_lstm", [tensor("pixels", pixels, "FP32", True)], model_version="999")
     assert version.value.status() == "404" and "version" in version.value.message()

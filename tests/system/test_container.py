@@ -513,7 +513,7 @@ def test_container_answers_a_digit_and_a_forecast(
     inner, outer = body["intervals"]["80"], body["intervals"]["95"]
     assert (np.asarray(outer["lower"]) <= np.asarray(inner["lower"]) + 1e-9).all()
     assert (np.asarray(inner["upper"]) <= np.asarray(outer["upper"]) + 1e-9).all()
-    assert body["model"] == "sine_gru" and body["version"] == _newest_version("sine_gru")
+    assert body["model"] == "series_gru" and body["version"] == _newest_version("series_gru")
 
 
 WRITE_PROBE = """

@@ -93,7 +93,8 @@ def test_the_default_forecast_is_plotted_with_the_numbers_the_api_gives(
     clean = [math.sin(3 * x) + x for x in np.linspace(0, 20, 200)]
     noise = np.array(series) - clean
     assert len(series) == 200 and abs(noise.mean()) < 0.1 and noise.std() == pytest.approx(0.3, abs=0.06)
-    request = {"series": series, "horizon": 48, "levels": [80, 95]}
+    # Two forecasters are served, so the page names the one chosen: the service's default.
+    request = {"series": series, "horizon": 48, "levels": [80, 95], "model": "series_gru"}
     (call,) = seen.api_calls("/forecast")
     assert json.loads(call.post_data or "") == request
     direct = httpx.post(f"{server}/forecast", json=request, timeout=30).json()
@@ -193,7 +194,9 @@ def test_a_chosen_digit_model_reads_the_drawing_and_is_named(
         for i, model in enumerate(digit_models)
     ]
     assert page.locator("#digit-model").input_value() == "digit_lstm"
-    assert page.locator("#forecast-model-choice").is_hidden()  # one forecaster: nothing to choose
+    # Two forecasters (series_gru, sine_gru): a choice, on the default.
+    assert page.locator("#forecast-model-choice").is_visible()
+    assert page.locator("#forecast-model").input_value() == "series_gru"
 
     draw(page, DIGITS[4])
     assert wait_for_state(page, "digit", "shown", "error") == "shown", error_text(page, "digit")
@@ -236,7 +239,7 @@ def test_the_forecast_panel_offers_a_choice_when_two_forecasters_are_served(
         (repository / name).symlink_to(models_dir / name)
     (repository / "sine_gru_v1").mkdir()
     (repository / "sine_gru_v1" / "1").symlink_to(models_dir / "sine_gru" / "1")
-    url, process = start_service(repository, tmp_path / "server.log")
+    url, process = start_service(repository, tmp_path / "server.log", forecast_model="sine_gru")
     try:
         seen = visit(f"{url}/")
         page = seen.page

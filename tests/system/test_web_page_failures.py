@@ -120,14 +120,14 @@ def test_overload_and_a_lost_server_show_as_messages(
         )
         holder.start()
         for _ in range(200):  # until the held request waits in the queue
-            if queue_depth(url, "sine_gru") >= 1:
+            if queue_depth(url, "series_gru") >= 1:
                 break
             time.sleep(0.05)
-        assert queue_depth(url, "sine_gru") == 1
+        assert queue_depth(url, "series_gru") == 1
         page.click("#forecast-run")
         assert wait_for_state(page, "forecast", "shown", "error") == "error"
         message = error_text(page, "forecast")
-        assert message.startswith("The service is busy: retry in 1 s") and "sine_gru" in message, message
+        assert message.startswith("The service is busy: retry in 1 s") and "series_gru" in message, message
         seen.screenshot("page-busy.png")
         holder.join(timeout=60)
         assert held == [200]

@@ -95,7 +95,8 @@ def test_bad_input_is_refused_with_the_reason() -> None:
 def test_the_protocols_candidates_option_gives_finite_metrics(tmp_path: Path, models_dir: Path) -> None:
     out = tmp_path / "report.json"
     evaluate_forecast.main(
-        ["--real", "--model-dir", str(models_dir), "--version", "2", "--sample", "3", "--candidates",
+        ["--real", "--model-dir", str(models_dir), "--name", "sine_gru", "--version", "2", "--sample", "3",
+         "--candidates",
          "--out", str(out)]
     )  # fmt: skip
     report = json.loads(out.read_text())

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from season_model import SEASONAL_MODEL, season_repository
 
 from service.codecs import (
     JsonBody,
@@ -43,6 +44,17 @@ def classifier() -> DigitClassifier:
 def forecaster() -> Forecaster:
     model = task_model("sine_gru", Path(__file__).resolve().parents[2] / "models")
     assert isinstance(model, Forecaster)
+    return model
+
+
+@pytest.fixture(scope="module")
+def seasonal(tmp_path_factory: pytest.TempPathFactory) -> Forecaster:
+    """A forecaster whose graph takes a season length hint (up to 24 steps)."""
+    repository = season_repository(
+        Path(__file__).resolve().parents[2] / "models", tmp_path_factory.mktemp("s")
+    )
+    model = task_model(SEASONAL_MODEL, repository)
+    assert isinstance(model, Forecaster) and model.max_season == 24
     return model
 
 
@@ -97,7 +109,59 @@ def test_forecast_bodies_decode_as_the_contract_says(body: dict[str, Any], forec
     assert many == (expected.inputs is not None) and decoded.model_name() == expected.model
     for item, entry in zip(items, expected.items(), strict=True):
         np.testing.assert_array_equal(item.series, entry.series)
-        assert (item.horizon, item.levels) == (entry.horizon, entry.levels)
+        assert (item.horizon, item.levels, item.season) == (entry.horizon, entry.levels, entry.season)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"series": [1, 2.5, 3] * 7, "horizon": 4, "season_length": 3},
+        {"series": [1, 2.5, 3] * 7, "horizon": 4},
+        {
+            "inputs": [
+                {"series": [1.0] * 20, "horizon": 1, "season_length": 1},
+                {"series": [2.0] * 30, "horizon": 3},
+                {"series": [3.0] * 30, "horizon": 3, "season_length": 24, "quantiles": [0.5]},
+            ]
+        },
+    ],
+)
+def test_season_lengths_decode_as_the_contract_says(body: dict[str, Any], seasonal: Forecaster) -> None:
+    raw = orjson.dumps(body)
+    items, _ = forecast_items_from_json(JsonBody.read(raw), seasonal)
+    expected = parse_body(ForecastRequest, raw, seasonal).items()
+    entries = body.get("inputs", [body])
+    assert [item.season for item in items] == [e.season for e in expected]
+    assert [item.season for item in items] == [entry.get("season_length") for entry in entries]
+
+
+SEASON_BODIES = [
+    (b'{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "season_length": 0}', "season_length: is 0"),
+    (b'{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "season_length": 25}', "to 24 steps"),
+    (b'{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "season_length": 7.0}', "must be an integer"),
+    (b'{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "season_length": "7"}', "must be an integer"),
+    (b'{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "season_length": true}', "must be an integer"),
+    (
+        b'{"inputs": [{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2, "season_length": -3}]}',
+        "inputs[0].season_length: is -3",
+    ),
+    (
+        b'{"inputs": [{"series": [1, 2, 3, 4, 5, 6, 7, 8], "horizon": 2}], "season_length": 2}',
+        '"season_length" inside each entry',
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), SEASON_BODIES)
+def test_a_bad_season_length_gets_the_contracts_errors(
+    body: bytes, message: str, seasonal: Forecaster
+) -> None:
+    with pytest.raises(InvalidInput) as fast:
+        forecast_items_from_json(JsonBody.read(body), seasonal)
+    with pytest.raises(InvalidInput) as contract:
+        parse_body(ForecastRequest, body, seasonal)
+    assert (fast.value.message, fast.value.errors) == (contract.value.message, contract.value.errors)
+    assert message in fast.value.message
 
 
 BAD_BODIES = [
@@ -112,6 +176,8 @@ BAD_BODIES = [
     ("forecast", b'{"series": [1, 2], "horizon": 2, "levels": [0.95, 120]}'),
     ("forecast", b'{"series": [1, "x"], "horizon": 2}'),
     ("forecast", b'{"inputs": [{"series": [1], "horizon": 1}], "horizon": 2}'),
+    ("forecast", b'{"series": ' + orjson.dumps([1.0] * 20) + b', "horizon": 2, "season_length": 12}'),
+    ("forecast", b'{"inputs": [{"series": [1], "horizon": 1, "season_length": 12}]}'),
 ]
 
 

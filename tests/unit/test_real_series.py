@@ -29,7 +29,8 @@ from training.real_series import (
 )
 
 SAMPLE = 6
-MODEL = "sine_gru v2"
+MODEL = "series_gru v1 (m given)"
+DETECTED = "series_gru v1 (m detected)"
 BASELINES = ["SeasonalNaive", "AutoETS"]
 
 
@@ -38,8 +39,8 @@ def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[s
     """The protocol run through its command line on SAMPLE validation series, two baselines."""
     out = tmp_path_factory.mktemp("real") / "report.json"
     evaluate_forecast.main(
-        ["--real", "--model-dir", str(models_dir), "--version", "2", "--sample", str(SAMPLE),
-         "--baselines", *BASELINES, "--out", str(out)]
+        ["--real", "--model-dir", str(models_dir), "--version", "1", "--sample", str(SAMPLE),
+         "--baselines", *BASELINES, "--out", str(out), "--plot", str(out.with_suffix(".png"))]
     )  # fmt: skip
     return json.loads(out.read_text())
 
@@ -85,7 +86,7 @@ def test_a_window_the_models_metadata_forbids_is_refused_with_the_reason(models_
 
 
 def test_every_number_is_finite_and_every_coverage_a_share(report: dict[str, Any]) -> None:
-    assert report["forecasters"] == [MODEL, *BASELINES]
+    assert report["forecasters"] == [MODEL, DETECTED, *BASELINES]
     assert len(report["series"]) == SAMPLE and not report["skipped"]
     for name, scored in report["series"].items():
         for who, numbers in scored["forecasters"].items():
@@ -119,33 +120,51 @@ def test_long_seasons_fit_ets_to_the_seasonally_adjusted_series(report: dict[str
     )
 
 
-@pytest.mark.parametrize("name", ["co2", "nile"])
+@pytest.mark.parametrize(("name", "given"), [("co2", True), ("nile", True), ("co2", False)])
 def test_the_served_models_numbers_match_its_onnx_session(
-    report: dict[str, Any], models_dir: Path, name: str
+    report: dict[str, Any], models_dir: Path, name: str, given: bool
 ) -> None:
-    """co2 fills the 1,024-value context; nile's 94 values are padded to 96 here by hand."""
+    """co2 fills the 1,024-value context; nile's 94 values are padded to 96 here by hand. With the season
+    given, the group's m goes in as the hint; detected, 0 does."""
     w = window(CATALOGUE[name])
     h = w.series.horizon
-    length = -(-len(w.history) // 8) * 8
+    length = -(-len(w.history) // 16) * 16
     series = np.zeros((1, length), dtype=np.float32)
     mask = np.zeros((1, length), dtype=np.float32)
     series[0, length - len(w.history) :] = w.history
     mask[0, length - len(w.history) :] = 1.0
-    session = ort.InferenceSession(str(models_dir / "sine_gru" / "2" / "model.onnx"))
-    mean, std = (
-        a[0, :h].astype(np.float64) for a in session.run(["mean", "std"], {"series": series, "mask": mask})
-    )
+    season = np.array([[w.series.season if given else 0]], dtype=np.float32)
+    session = ort.InferenceSession(str(models_dir / "series_gru" / "1" / "model.onnx"))
+    feeds = {"series": series, "mask": mask, "season": season}
+    mean, std = (a[0, :h].astype(np.float64) for a in session.run(["mean", "std"], feeds))
     scale = np.abs(w.history[w.series.season :] - w.history[: -w.series.season]).mean()
     half = normal_quantile(95.0) * std
-    scored = report["series"][name]["forecasters"][MODEL]
+    scored = report["series"][name]["forecasters"][MODEL if given else DETECTED]
     assert scored["mase"] == pytest.approx(np.abs(mean - w.truth).mean() / scale, rel=1e-5)
     assert scored["coverage_95"] == np.mean(np.abs(w.truth - mean) <= half)
-    assert scored["fitted"].startswith("sine_gru v2 (ONNX Runtime")
+    assert scored["fitted"].startswith("series_gru v1 (ONNX Runtime")
+
+
+def test_the_picture_is_drawn(report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
+    pictures = list(tmp_path_factory.getbasetemp().glob("real*/report.png"))
+    assert pictures and pictures[0].stat().st_size > 10_000
 
 
 def test_the_tables_have_a_row_per_forecaster_and_per_group(report: dict[str, Any]) -> None:
     rows = [line for line in markdown(report).splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 2 + len(report["forecasters"]) + SAMPLE
     assert rows[0].startswith("| forecaster (6 series) |")
-    assert rows[1].startswith("| sine_gru v2 | ")
+    assert rows[1].startswith("| series_gru v1 (m given) | ")
     assert rows[-1].startswith("| other (1) | ")
+
+
+def test_the_served_forecaster_meets_its_goals_on_the_sample(report: dict[str, Any]) -> None:
+    """The goals the sample can check: no worse than AutoETS and at most 0.90 of seasonal naive (geometric
+    mean of relative MASE), 95 % bands that are not too narrow (covering at least 0.85 of the held-out
+    values; on these 6 series they cover all of them), and no series more than 1.5× worse than seasonal
+    naive (at most 10 % of 6 series is none)."""
+    ours = report["summary"][MODEL]["all"]
+    ets = report["summary"]["AutoETS"]["all"]
+    assert ours["geomean_relative_mase"] <= min(0.90, ets["geomean_relative_mase"]), (ours, ets)
+    assert ours["coverage_95"] >= 0.85, ours
+    assert ours["share_worse_than_1.5x_naive"] == 0.0, ours

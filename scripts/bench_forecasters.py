@@ -1,0 +1,88 @@
+"""Two forecasters behind `POST /forecast` on one machine, measured interleaved: throughput at one
+concurrency and each server's resident memory.
+
+    python scripts/bench_forecasters.py                      # series_gru against sine_gru, c=64
+    python scripts/bench_forecasters.py --rounds 6 --seconds 10
+
+Each model is served by a server of its own (`RNNSERVE_FORECAST_MODEL`, one worker, no other model
+but the digit model every server loads), started together; then `hey` alternates between them, round
+after round, each round in the other order, so that a slow minute of the machine costs both. The body
+is one series of 240 monthly-like values and a horizon of 18. Prints the requests per second of every
+round, the medians and their ratio, and each server's largest process's resident memory after the
+load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from bench_forms import Form
+from bench_load import run_hey
+from local_server import start_service, stop
+from process_stats import process_tree_rss
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def body(seed: int = 0) -> bytes:
+    t = np.arange(240)
+    rng = np.random.default_rng(seed)
+    series = 100 + 0.2 * t + 10 * np.sin(2 * np.pi * t / 12) + rng.normal(scale=2.0, size=len(t))
+    return json.dumps({"series": np.round(series, 3).tolist(), "horizon": 18}).encode()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs=2, default=["series_gru", "sine_gru"], metavar=("NEW", "OLD"))
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logs = Path(tempfile.mkdtemp(prefix="bench_forecasters_"))
+    servers = {}
+    for name in args.models:
+        settings = {
+            "model_dir": str(REPO_ROOT / "models"),
+            "forecast_model": name,
+            "models": "",
+            "log_level": "WARNING",
+        }
+        servers[name] = start_service(settings, log_path=logs / f"{name}.log")
+    body_file = logs / "body.json"
+    body_file.write_bytes(body())
+    form = Form("forecast", "/forecast", "application/json", body_file.read_bytes(), "")
+    rates: dict[str, list[float]] = {name: [] for name in servers}
+    try:
+        for round_ in range(args.rounds):
+            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
+            for name in order:
+                url, _ = servers[name]
+                result = run_hey(url, form, body_file, args.concurrency, args.seconds)
+                answered = sum(result["statuses"].values())
+                failed = answered - result["statuses"].get(200, 0) + result["errors"]
+                rate = answered / result["total_s"] if result.get("total_s") else 0.0
+                rates[name].append(rate)
+                print(f"round {round_ + 1} {name}: {rate:.1f} req/s, p99 {result.get('p99_ms', 0):.0f} ms, "
+                      f"{failed} failed", flush=True)  # fmt: skip
+        memory = {name: process_tree_rss(process.pid)[0] for name, (_, process) in servers.items()}
+    finally:
+        for _, process in servers.values():
+            stop(process)
+    new, old = args.models
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    print(f"\n| model | median req/s (c={args.concurrency}) | largest process RSS |")
+    print("| --- | --- | --- |")
+    for name in args.models:
+        print(f"| {name} | {medians[name]:.1f} | {memory[name]:.0f} MB |")
+    ratio, extra = medians[new] / medians[old], memory[new] - memory[old]
+    print(f"\n{new} / {old}: throughput {ratio:.2f}×, RSS {extra:+.0f} MB")
+
+
+if __name__ == "__main__":
+    main()

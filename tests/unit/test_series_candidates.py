@@ -1,0 +1,115 @@
+"""The in-graph classical forecasts (`training.series_candidates`) against the numpy study they follow
+(`training.candidates`) and against the recurrences written out step by step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training import candidates
+from training import series_candidates as classical
+
+WIDTH = 256
+
+
+def right_aligned(rows: list[np.ndarray], width: int = WIDTH) -> tuple[torch.Tensor, torch.Tensor]:
+    values = np.zeros((len(rows), width), dtype=np.float32)
+    mask = np.zeros((len(rows), width), dtype=np.float32)
+    for i, row in enumerate(rows):
+        values[i, -len(row) :] = row
+        mask[i, -len(row) :] = 1.0
+    return torch.from_numpy(values), torch.from_numpy(mask)
+
+
+def seasonal_rows(rng: np.random.Generator) -> list[np.ndarray]:
+    rows = []
+    for period, length in ((12, 200), (4, 60), (7, 256), (24, 120), (5, 33)):
+        t = np.arange(length)
+        shape = rng.normal(size=period)
+        rows.append(
+            (shape[t % period] * 3 + 0.02 * t + rng.normal(scale=0.3, size=length)).astype(np.float32)
+        )
+    return rows
+
+
+def test_the_detected_season_is_the_numpy_studys() -> None:
+    rows = seasonal_rows(np.random.default_rng(0))
+    rows.append(np.cumsum(np.random.default_rng(1).normal(size=180)).astype(np.float32))  # no season
+    values, mask = right_aligned(rows)
+    detected = classical.detect_season(values, mask, mask.sum(dim=1, keepdim=True))
+    expected = [candidates.detect_season(row.astype(np.float64)) for row in rows]
+    assert detected[:, 0].long().tolist() == expected
+    assert expected[:4] == [12, 4, 7, 24]  # the rows' own periods (the numpy study finds them)
+
+
+def test_seasonal_indices_are_classical_decompositions() -> None:
+    rows = seasonal_rows(np.random.default_rng(2))
+    periods = [12, 4, 7, 24, 5]
+    values, mask = right_aligned(rows)
+    season = torch.tensor(periods, dtype=torch.float32)[:, None]
+    indices = classical.seasonal_indices(values, mask, season)
+    for row, (history, m) in enumerate(zip(rows, periods, strict=True)):
+        expected = candidates.seasonal_indices(history.astype(np.float64), m)
+        assert expected is not None
+        # numpy's phase is position mod m; the graph's counts back from the newest value.
+        by_phase_back = expected[(len(history) - 1 - np.arange(m)) % m]
+        np.testing.assert_allclose(indices[row, :m].numpy(), by_phase_back, atol=1e-4)
+        assert torch.all(indices[row, m:] == 0)
+
+
+def test_too_short_a_history_gets_no_seasonal_indices() -> None:
+    values, mask = right_aligned([np.arange(20, dtype=np.float32)])
+    indices = classical.seasonal_indices(values, mask, torch.tensor([[12.0]]))
+    assert torch.all(indices == 0)
+
+
+def test_each_grid_point_is_the_smoothing_recurrence() -> None:
+    rng = np.random.default_rng(3)
+    history = np.cumsum(rng.normal(size=90)).astype(np.float64)
+    alpha, beta, phi = classical.smoothing_grid()
+    transition, gain = classical.recurrence(alpha, beta, phi)
+    powers = classical.scan_powers(transition, WIDTH)
+    for g in (0, 3, 4, 12, len(alpha) - 1):
+        a, b, p = float(alpha[g]), float(beta[g]), float(phi[g])
+        level, slope = 0.0, 0.0
+        shifted = history - history[0]
+        for y in shifted:  # error-correction form, as the textbooks write it
+            predicted = level + p * slope
+            error = y - predicted
+            level, slope = predicted + a * error, p * slope + a * b * error
+        state = np.zeros((2, WIDTH))
+        state[:, -len(shifted) :] = gain[g].numpy()[:, None] * shifted[None, :]
+        step = 1
+        for power in powers[:, g].numpy():
+            earlier = np.concatenate([np.zeros((2, step)), state[:, :-step]], axis=1)
+            state = state + power @ earlier
+            step *= 2
+        assert state[0, -1] == pytest.approx(level, abs=1e-9)
+        assert state[1, -1] == pytest.approx(slope, abs=1e-9)
+
+
+def test_fill_carries_the_last_value_forward_and_marks_the_span() -> None:
+    values = torch.tensor([[0.0, 0.0, 3.0, 0.0, 0.0, 5.0, 0.0]])
+    mask = torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]])
+    filled, span = classical.fill(values, mask)
+    assert filled.tolist() == [[0.0, 0.0, 3.0, 3.0, 3.0, 5.0, 5.0]]
+    assert span.tolist() == [[0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0]]
+
+
+def test_candidates_follow_the_series_under_a_scale_and_a_shift() -> None:
+    rows = seasonal_rows(np.random.default_rng(4))
+    values, mask = right_aligned(rows)
+    season = torch.tensor([[12.0], [4.0], [7.0], [24.0], [5.0]])
+    paths = classical.Classical(WIDTH, 32)
+
+    def forecast(v: torch.Tensor) -> torch.Tensor:
+        filled, span = classical.fill(v, mask)
+        first = classical.gather_rows(filled, WIDTH - span.sum(dim=1, keepdim=True).long())
+        return paths((filled - first) * span, span, mask, season) + first[:, :, None]
+
+    plain = forecast(values)
+    moved = forecast((values * -3.0 + 100.0) * mask)
+    np.testing.assert_allclose(moved.numpy(), (plain * -3.0 + 100.0).numpy(), rtol=1e-4, atol=1e-2)
+    # Seasonal naive repeats the last season exactly.
+    np.testing.assert_allclose(plain[0, 1, :12].numpy(), rows[0][-12:], rtol=1e-6)

@@ -1,0 +1,135 @@
+"""The committed forecaster v3 (`series_gru`) keeps the service's promises, run by ONNX Runtime as served:
+batched equals alone, a·y + b gives a·ŷ + b, a constant gives that constant, left padding and a missing
+value are ignored, and the season hint reaches the graph. Its export matches the eager network."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from service.series import pad_left
+from training import series_data
+from training.export import onnx_session
+from training.series_net import BacktestGRU
+
+MODEL = Path(__file__).resolve().parents[2] / "models" / "series_gru" / "1"
+PATCH = json.loads((MODEL / "metadata.json").read_text())["config"]["patch_size"]
+
+
+@pytest.fixture(scope="module")
+def session():  # type: ignore[no-untyped-def]
+    return onnx_session(MODEL / "model.onnx", threads=1)
+
+
+def run(session, rows: list[np.ndarray], seasons: list[float]) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    values, mask = pad_left([r.astype(np.float32) for r in rows], PATCH)
+    season = np.array(seasons, dtype=np.float32)[:, None]
+    mean, std = session.run(["mean", "std"], {"series": values, "mask": mask, "season": season})
+    return mean, std
+
+
+def monthly(length: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    return (
+        100
+        + 0.3 * t
+        + 8 * np.sin(2 * np.pi * t / 12)
+        + 3 * np.cos(4 * np.pi * t / 12)
+        + rng.normal(size=length)
+    )
+
+
+def test_a_series_gets_the_same_forecast_alone_and_batched_beside_longer_ones(session) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        monthly(40, 0),
+        monthly(300, 1),
+        np.cumsum(np.random.default_rng(2).normal(size=1024)),
+        monthly(17, 3),
+    ]
+    seasons = [12.0, 0.0, 1.0, 0.0]
+    mean, std = run(session, rows, seasons)
+    for i, (row, season) in enumerate(zip(rows, seasons, strict=True)):
+        alone_mean, alone_std = run(session, [row], [season])
+        np.testing.assert_allclose(mean[i], alone_mean[0], rtol=1e-4, atol=1e-4 * np.abs(row).max())
+        np.testing.assert_allclose(std[i], alone_std[0], rtol=1e-4, atol=1e-4 * np.abs(row).max())
+
+
+@pytest.mark.parametrize(("a", "b"), [(3.0, 50.0), (-2.0, 0.0), (1e-3, -7.0)])
+def test_a_scaled_and_shifted_series_gets_the_scaled_and_shifted_forecast(
+    session, a: float, b: float
+) -> None:  # type: ignore[no-untyped-def]
+    rows = [monthly(120, 4), np.cumsum(np.random.default_rng(5).normal(size=200)) + 20]
+    mean, std = run(session, rows, [12.0, 0.0])
+    moved_mean, moved_std = run(session, [a * r + b for r in rows], [12.0, 0.0])
+    for i, row in enumerate(rows):
+        size = np.abs(row).max()
+        np.testing.assert_allclose(moved_mean[i], a * mean[i] + b, atol=2e-3 * abs(a) * size + 1e-4 * abs(b))
+        np.testing.assert_allclose(moved_std[i], abs(a) * std[i], rtol=2e-3, atol=1e-3 * abs(a) * size)
+
+
+def test_a_constant_series_is_forecast_as_that_constant(session) -> None:  # type: ignore[no-untyped-def]
+    mean, std = run(session, [np.full(50, 7.25), np.full(800, -3.0)], [0.0, 12.0])
+    np.testing.assert_allclose(mean[0], 7.25, rtol=1e-6)
+    np.testing.assert_allclose(mean[1], -3.0, rtol=1e-6)
+    assert np.all(np.isfinite(std)) and np.all(std >= 0) and np.all(std < 1e-3)
+
+
+def test_a_missing_value_is_ignored_and_left_padding_leaks_nothing(session) -> None:  # type: ignore[no-untyped-def]
+    row = monthly(96, 6)
+    gap = row.copy()
+    gap[50] = np.nan  # pad_left masks it as it masks padding
+    mean, _ = run(session, [row, gap], [12.0, 12.0])
+    assert np.all(np.isfinite(mean[1]))
+    scale = np.abs(np.diff(row)).mean()
+    assert np.abs(mean[1] - mean[0]).mean() < 0.5 * scale  # one value of 96 moves the forecast little
+    values, mask = pad_left([row.astype(np.float32)], PATCH)
+    wider_values = np.concatenate([np.zeros((1, 64), np.float32), values], axis=1)
+    wider_mask = np.concatenate([np.zeros((1, 64), np.float32), mask], axis=1)
+    season = np.array([[12.0]], dtype=np.float32)
+    plain = session.run(["mean"], {"series": values, "mask": mask, "season": season})[0]
+    wider = session.run(["mean"], {"series": wider_values, "mask": wider_mask, "season": season})[0]
+    np.testing.assert_allclose(wider, plain, rtol=1e-5, atol=1e-4)
+
+
+def test_the_season_hint_reaches_the_graph(session) -> None:  # type: ignore[no-untyped-def]
+    # A season of 7 that a 12-step hint contradicts: the hint changes the forecast.
+    t = np.arange(140)
+    row = 10 + 5 * np.sin(2 * np.pi * t / 7) + np.random.default_rng(7).normal(scale=0.2, size=140)
+    mean, _ = run(session, [row, row, row], [7.0, 0.0, 12.0])
+    truth = 10 + 5 * np.sin(2 * np.pi * np.arange(140, 140 + 14) / 7)
+    assert np.abs(mean[0, :14] - truth).mean() < 0.6
+    np.testing.assert_allclose(mean[1, :14], mean[0, :14], atol=0.3)  # detected: the same period
+    assert not np.allclose(mean[2], mean[0], atol=1e-3)
+
+
+def test_the_export_matches_the_eager_network() -> None:
+    metadata = json.loads((MODEL / "metadata.json").read_text())
+    config = metadata["config"]
+    network = BacktestGRU(
+        patch_size=config["patch_size"],
+        hidden_size=config["hidden_size"],
+        max_horizon=config["max_horizon"],
+        context_length=config["context_length"],
+        window=config["window"],
+    )
+    scripted = torch.jit.load(str(MODEL / "model.pt"), map_location="cpu")
+    network.load_state_dict(scripted.state_dict())
+    network.eval()
+    draw = series_data.real_like_batch(np.random.default_rng(11), 8, 1024, 128)
+    inputs = [torch.from_numpy(a) for a in (draw.history, draw.mask, draw.season)]
+    with torch.no_grad():
+        eager_mean, eager_std = network(*inputs)
+        script_mean, script_std = scripted(*inputs)
+    onnx_mean, onnx_std = onnx_session(MODEL / "model.onnx").run(
+        ["mean", "std"], {"series": draw.history, "mask": draw.mask, "season": draw.season}
+    )
+    size = float(np.abs(draw.history).max())
+    for other in (script_mean.numpy(), onnx_mean):
+        np.testing.assert_allclose(other, eager_mean.numpy(), atol=1e-4 * size)
+    for other in (script_std.numpy(), onnx_std):
+        np.testing.assert_allclose(other, eager_std.numpy(), atol=1e-4 * size)
