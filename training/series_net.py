@@ -41,9 +41,9 @@ ORIGINS = 4
 WEIGHT_ORIGINS = 4
 TOP = 3
 SHARPNESS = 2.0
+"""The chosen candidates' weights go as backtest MAE ** -SHARPNESS."""
 SPREAD_BOUND = 2.5
 """The GRU scales each step's spread by a factor between e^-SPREAD_BOUND and e^SPREAD_BOUND."""
-"""The chosen candidates' weights go as backtest MAE ** -SHARPNESS."""
 WIDTH = 2.25
 MIN_BACKTEST = 8
 MAX_BACKTEST = 48
