@@ -7,7 +7,9 @@ of history before them. The served forecaster runs as the service runs it: the m
 checked against its metadata, opened by the service's ONNX Runtime, each history checked by the
 forecasting task's input rules (its metadata's `min_length` and `max_horizon`), cut to its
 `context_length` and padded by `service.series`, its 95 % interval computed by the task's `answer`.
-A window the model refuses is listed with the reason and scored for no forecaster.
+A window the model refuses is listed with the reason and scored for no forecaster. A model whose graph
+takes a season hint (series_gru) runs twice: with the group's season length m as `season_length`
+("m given"), and without one ("m detected").
 
 Baselines (statsforecast, the `eval` extra): `SeasonalNaive`, `AutoETS`, `AutoTheta`, `AutoARIMA`, each
 with season length m, `forecast(y=history, h=h, level=[95])`. statsforecast's ETS fits no seasonal
