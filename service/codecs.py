@@ -18,17 +18,8 @@ import orjson
 from pydantic_core import PydanticCustomError
 
 from service.errors import InvalidInput, UnsupportedMediaType
-from service.schemas import (
-    DigitRequest,
-    ForecastRequest,
-    ModelRules,
-    as_input,
-    levels,
-    parse_body,
-    pixels,
-    quantiles,
-    series,
-)
+from service.fields import ModelRules, levels, pixels, quantiles, series
+from service.schemas import DigitRequest, ForecastRequest, as_input, parse_body
 from service.tasks.base import check
 from service.tasks.digits import DigitClassifier
 from service.tasks.forecasts import Forecaster, SeriesInput

@@ -98,16 +98,23 @@ def draw_set(name: str, count: int = V2_SERIES, length: int = V2_HISTORY + EVAL_
 
 
 def run_onnx(
-    path: Path, histories: list[np.ndarray], context: int, patch: int, chunk: int = 256
+    path: Path,
+    histories: list[np.ndarray],
+    context: int,
+    patch: int,
+    chunk: int = 256,
+    seasons: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (n, max_horizon) of the model in `path` for each history, `chunk` at a time."""
+    """Mean and std (n, max_horizon) of the model in `path` for each history, `chunk` at a time. For a
+    graph that takes a season hint, `seasons` gives each history's (None: 0 for all, detect it)."""
     session = onnx_session(path)
     means, stds = [], []
     for start in range(0, len(histories), chunk):
         values, mask = pad_left([recent_window(h, context) for h in histories[start : start + chunk]], patch)
         feeds = {"series": values, "mask": mask}
-        if "season" in {i.name for i in session.get_inputs()}:  # forecaster v3's hint: 0, detect it
-            feeds["season"] = np.zeros((len(values), 1), dtype=np.float32)
+        if "season" in {i.name for i in session.get_inputs()}:
+            hints = [0.0] * len(values) if seasons is None else seasons[start : start + chunk]
+            feeds["season"] = np.array(hints, dtype=np.float32)[:, None]
         mean, std = session.run(["mean", "std"], feeds)
         means.append(mean)
         stds.append(std)

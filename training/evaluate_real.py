@@ -44,6 +44,7 @@ import numpy as np
 from service.config import Settings
 from service.metrics import ServiceMetrics
 from service.registry import load_model
+from service.series import interval
 from service.tasks.forecasts import Forecaster, SeriesInput, level_key
 from training import candidates
 from training.metrics import seasonal_naive
@@ -158,6 +159,20 @@ def mase_scale(history: np.ndarray, season: int) -> float:
     return scale
 
 
+def reference(window: Window) -> tuple[float, float]:
+    """The window's MASE scale and the seasonal naive forecast's MASE on it (lag m)."""
+    scale = mase_scale(window.history, window.series.season)
+    naive = seasonal_naive(window.history[None], np.array([window.series.season]), window.series.horizon)[0]
+    return scale, float(np.abs(naive - window.truth).mean()) / scale
+
+
+def gaussian_forecast(window: Window, mean: np.ndarray, std: np.ndarray, fitted: str) -> Forecast:
+    """A model's mean and std cut to the window's horizon, with the 95 % interval mean ± z·std."""
+    h = window.series.horizon
+    lower, upper = interval(mean[:h], std[:h], LEVEL)
+    return Forecast(mean[:h], lower, upper, fitted)
+
+
 def scores(window: Window, forecast: Forecast, naive_mase: float, scale: float) -> dict[str, Any]:
     mase = float(np.abs(forecast.mean - window.truth).mean()) / scale
     inside = (window.truth >= forecast.lower) & (window.truth <= forecast.upper)
@@ -226,9 +241,7 @@ def evaluate_real(
         plot_forecasts(plot, accepted, forecasts, f"{label} on {set_name} series")
     series: dict[str, Any] = {}
     for index, w in enumerate(accepted):
-        scale = mase_scale(w.history, w.series.season)
-        naive = seasonal_naive(w.history[None], np.array([w.series.season]), w.series.horizon)[0]
-        naive_mase = float(np.abs(naive - w.truth).mean()) / scale
+        scale, naive_mase = reference(w)
         series[w.series.name] = {
             "group": w.series.group,
             "source": w.series.source,

@@ -29,6 +29,17 @@ def relative_steps(length: int, like: torch.Tensor) -> torch.Tensor:
     return torch.arange(length, dtype=like.dtype, device=like.device) - (length - 1)
 
 
+def frequency_grid(context_length: int, shortest_period: float) -> torch.Tensor:
+    """The periodogram's frequencies, cycles per step: from one cycle per context to one per
+    `shortest_period` steps, four to the context's resolution."""
+    return torch.arange(1.0 / context_length, 1.0 / shortest_period, 1.0 / (4 * context_length))
+
+
+def fine_offsets() -> torch.Tensor:
+    """Where `periodogram_peak` looks around its best frequency, in spacings: 17 points in [-1, 1]."""
+    return torch.linspace(-1.0, 1.0, 17)
+
+
 def fit_line(values: torch.Tensor, mask: torch.Tensor, steps: torch.Tensor) -> LineFit:
     """The masked least-squares line through each row of `values` (batch, time)."""
     count = mask.sum(dim=1, keepdim=True)

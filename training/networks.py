@@ -145,11 +145,8 @@ class HarmonicGRU(nn.Module):
         super().__init__()
         self.patch_size = patch_size
         self.max_horizon = max_horizon
-        spacing = 1.0 / (4 * context_length)
-        self.register_buffer(
-            "frequency_grid", torch.arange(1.0 / context_length, 1.0 / shortest_period, spacing)
-        )
-        self.register_buffer("fine_offsets", torch.linspace(-1.0, 1.0, 17))
+        self.register_buffer("frequency_grid", harmonics.frequency_grid(context_length, shortest_period))
+        self.register_buffer("fine_offsets", harmonics.fine_offsets())
         self.register_buffer("std_calibration", torch.ones(max_horizon))
         self.frequency_grid: torch.Tensor
         self.fine_offsets: torch.Tensor

@@ -126,28 +126,10 @@ class RealSeries:
         return FREQUENCIES[self.group].horizon
 
 
-def _macro(column: str) -> RealSeries:
+def _quarterly(dataset: str, prefix: str, column: str) -> RealSeries:
+    """Column `column` of statsmodels' quarterly data set `dataset`, named `prefix`.`column`."""
     return RealSeries(
-        f"macrodata.{column}",
-        "quarterly",
-        f"statsmodels macrodata {column}",
-        _statsmodels("macrodata", column),
-    )
-
-
-def _danish(column: str) -> RealSeries:
-    return RealSeries(
-        f"danish.{column}",
-        "quarterly",
-        f"statsmodels danish_data {column}",
-        _statsmodels("danish_data", column),
-    )
-
-
-def _interest(column: str) -> RealSeries:
-    source = f"statsmodels interest_inflation {column}"
-    return RealSeries(
-        f"interest_inflation.{column}", "quarterly", source, _statsmodels("interest_inflation", column)
+        f"{prefix}.{column}", "quarterly", f"statsmodels {dataset} {column}", _statsmodels(dataset, column)
     )
 
 
@@ -164,11 +146,16 @@ CATALOGUE: dict[str, RealSeries] = {
         RealSeries("ausbeer", "quarterly", "pmdarima load_ausbeer", _pmdarima("load_ausbeer")),
         RealSeries("austres", "quarterly", "pmdarima load_austres", _pmdarima("load_austres")),
         RealSeries("woolyrnq", "quarterly", "pmdarima load_woolyrnq", _pmdarima("load_woolyrnq")),
-        *[_macro(c) for c in ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi")],
-        *[_macro(c) for c in ("m1", "tbilrate", "unemp", "pop", "infl", "realint")],
-        *[_danish(c) for c in ("lrm", "lry", "lpy", "ibo", "ide")],
-        _interest("Dp"),
-        _interest("R"),
+        *[
+            _quarterly("macrodata", "macrodata", c)
+            for c in ("realgdp", "realcons", "realinv", "realgovt", "realdpi", "cpi")
+        ],
+        *[
+            _quarterly("macrodata", "macrodata", c)
+            for c in ("m1", "tbilrate", "unemp", "pop", "infl", "realint")
+        ],
+        *[_quarterly("danish_data", "danish", c) for c in ("lrm", "lry", "lpy", "ibo", "ide")],
+        *[_quarterly("interest_inflation", "interest_inflation", c) for c in ("Dp", "R")],
         RealSeries("co2", "weekly", "statsmodels co2, missing weeks interpolated", _co2),
         RealSeries("msft.close", "daily", "pmdarima load_msft Close (trading days)", _msft("Close")),
         RealSeries("msft.volume", "daily", "pmdarima load_msft Volume (trading days)", _msft("Volume")),

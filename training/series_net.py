@@ -92,11 +92,8 @@ class BacktestGRU(nn.Module):
         self.max_season = classical.MAX_PERIOD
         self.candidates = len(NAMES)
         self.candidate_paths = classical.Classical(window, max_horizon)
-        spacing = 1.0 / (4 * context_length)
-        self.register_buffer(
-            "frequency_grid", torch.arange(1.0 / context_length, 1.0 / shortest_period, spacing)
-        )
-        self.register_buffer("fine_offsets", torch.linspace(-1.0, 1.0, 17))
+        self.register_buffer("frequency_grid", harmonics.frequency_grid(context_length, shortest_period))
+        self.register_buffer("fine_offsets", harmonics.fine_offsets())
         self.register_buffer("std_calibration", torch.ones(max_horizon))
         self.frequency_grid: torch.Tensor
         self.fine_offsets: torch.Tensor

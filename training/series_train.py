@@ -26,10 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from service.series import pad_left, recent_window
 from training import evaluate_forecast, loop, series_data, series_net
 from training.common import seed_everything, setup_logging
-from training.export import TensorSpec, check_parity, export_model, next_version, onnx_session, write_metadata
+from training.export import TensorSpec, check_parity, export_model, next_version, write_metadata
 from training.forecast_recipes import MAX_LENGTH, MIN_LENGTH
 
 logger = logging.getLogger(__name__)
@@ -138,19 +137,11 @@ def parity_cases(rng: np.random.Generator) -> list[tuple[torch.Tensor, ...]]:
     ]
 
 
-def run_exported(path: Path, histories: list[np.ndarray], seasons: list[float], patch: int) -> np.ndarray:
-    """Mean and std, stacked (n, 2, max_horizon), of the exported model for each history."""
-    session = onnx_session(path)
-    values, mask = pad_left([recent_window(h, CONTEXT_LENGTH) for h in histories], patch)
-    season = np.array(seasons, dtype=np.float32)[:, None]
-    mean, std = session.run(["mean", "std"], {"series": values, "mask": mask, "season": season})
-    return np.stack([mean, std], axis=1)
-
-
 def real_scores(path: Path, patch: int) -> dict[str, Any]:
     """The real-data protocol's summary for the exported model, per set, with the season given and
-    detected (the baselines' scores are `training.evaluate_forecast --real`'s)."""
-    from training.evaluate_real import LEVEL, mase_scale, summary
+    detected, scored as `training.evaluate_real` scores the served model (the baselines' scores are
+    `python -m training.evaluate_forecast --real`'s)."""
+    from training.evaluate_real import gaussian_forecast, reference, scores, summary
     from training.real_series import windows
 
     report: dict[str, Any] = {}
@@ -158,24 +149,12 @@ def real_scores(path: Path, patch: int) -> dict[str, Any]:
         cut = windows(set_name)
         for label, given in (("season given", True), ("season detected", False)):
             seasons = [float(w.series.season) if given else 0.0 for w in cut]
-            moments = run_exported(path, [w.history for w in cut], seasons, patch)
+            histories = [w.history for w in cut]
+            means, stds = evaluate_forecast.run_onnx(path, histories, CONTEXT_LENGTH, patch, seasons=seasons)
             rows = []
-            for window, (mean, std) in zip(cut, moments, strict=True):
-                h, m = window.series.horizon, window.series.season
-                scale = mase_scale(window.history, m)
-                lag = m if len(window.history) >= 2 * m else 1
-                naive = np.resize(window.history[-lag:], h)
-                mase = float(np.abs(mean[:h] - window.truth).mean()) / scale
-                naive_mase = float(np.abs(naive - window.truth).mean()) / scale
-                half = 1.959963984540054 * std[:h]
-                inside = (window.truth >= mean[:h] - half) & (window.truth <= mean[:h] + half)
-                rows.append(
-                    {
-                        "mase": mase,
-                        "relative_mase": mase / naive_mase,
-                        f"coverage_{LEVEL:g}": float(inside.mean()),
-                    }
-                )
+            for w, mean, std in zip(cut, means, stds, strict=True):
+                scale, naive_mase = reference(w)
+                rows.append(scores(w, gaussian_forecast(w, mean, std, NAME), naive_mase, scale))
             report.setdefault(set_name, {})[label] = summary(rows)
     return report
 

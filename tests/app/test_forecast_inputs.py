@@ -315,3 +315,31 @@ async def test_the_openapi_body_offers_season_length_only_where_a_model_takes_it
     async with serve(forecast_model="sine_gru", models="") as (_, client):
         plain = forecast_fields((await client.get("/openapi.json")).json())
     assert "season_length" not in plain
+
+
+async def test_the_committed_forecaster_takes_each_series_hint_alone_or_listed(
+    api_client: httpx.AsyncClient,
+) -> None:
+    """series_gru, the default, as served: a hint per entry of one request gives each entry the answer
+    it gets alone, and the hint changes the answer (a season of 7 read as 12 is another forecast)."""
+    t = np.arange(140)
+    history = (10 + 5 * np.sin(2 * np.pi * t / 7) + 0.02 * t).round(4).tolist()
+    hints = [7, 12, None]
+    alone = []
+    for hint in hints:
+        body = {"series": history, "horizon": 14} | ({} if hint is None else {"season_length": hint})
+        response = await api_client.post("/forecast", json=body)
+        assert response.status_code == 200, response.text
+        assert response.json()["model"] == "series_gru"
+        alone.append(response.json()["forecast"])
+    listed = {
+        "inputs": [
+            {"series": history, "horizon": 14} | ({} if h is None else {"season_length": h}) for h in hints
+        ]
+    }
+    many = (await api_client.post("/forecast", json=listed)).json()["forecasts"]
+    for one, entry in zip(alone, many, strict=True):
+        np.testing.assert_allclose(entry["forecast"], one, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(alone[0], alone[1], atol=1e-3)
+    truth = 10 + 5 * np.sin(2 * np.pi * np.arange(140, 154) / 7) + 0.02 * np.arange(140, 154)
+    assert np.abs(np.array(alone[0]) - truth).mean() < 0.5  # the right season, followed
