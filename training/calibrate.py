@@ -1,13 +1,17 @@
-"""Temperature scaling for the digit classifiers: one temperature T per model, fitted on MNIST training
-images, folded into a new version of the model whose graphs divide the logits by T before the softmax.
+"""Calibrated confidences for the digit classifiers: a scaling of the logits (training.temperature_scaling)
+fitted per model on MNIST training images, folded into a new version whose graphs divide the logits by
+their temperature before the softmax.
 
 python -m training.calibrate --data-dir ../shared/data --model-dir models --plot docs/calibration.png
+python -m training.calibrate --data-dir ../shared/data --model-dir models --models digit_rnn \
+    --method gap-temperature --from-version 1 --fit-images 60000
 
-For each model the newest committed version is read (`models/<name>/<v>/`), and `<v+1>` is written beside
-it: model.onnx with a Div by a constant before the Softmax, model.pt wrapping the committed TorchScript
-module, and metadata.json with the temperature and the calibration measured on the MNIST test set. The
-`logits` output of the new version is the scaled logits, so `probabilities` stays their softmax; dividing
-by a positive constant keeps every argmax. The test set only reports; T is fitted on training images.
+For each model an uncalibrated version (the newest, or --from-version) is read and the next version is
+written beside the newest: model.onnx with the scaling between the head and the Softmax, model.pt wrapping
+the committed TorchScript module, and metadata.json with the method, its parameters and the calibration
+measured on the MNIST test set. The `logits` output is the scaled logits, `probabilities` their softmax;
+all logits of an input are divided by one positive number, which keeps every argmax. The scaling is fitted
+on training images; the test set only reports.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from service.repository import newest_version, read_metadata
@@ -39,7 +42,15 @@ from training.export import (
 )
 from training.loop import chunks
 from training.networks import IMAGE_SIZE
-from training.temperature_scaling import scaled_onnx, scaled_torchscript
+from training.temperature_scaling import (
+    METHODS,
+    Scaling,
+    apply,
+    fit_scaling,
+    negative_log_likelihood,
+    scaled_onnx,
+    scaled_torchscript,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,35 +99,9 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
     return reliability(probabilities, labels, bins).ece
 
 
-def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean −log softmax(logits / temperature)[label], in float64."""
-    scores = torch.from_numpy(np.asarray(logits, dtype=np.float64)) / temperature
-    return float(F.cross_entropy(scores, torch.from_numpy(np.asarray(labels, dtype=np.int64))))
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The T > 0 that minimises the NLL of softmax(logits / T): L-BFGS on log T (the NLL is convex in 1/T,
-    so the minimum is the only one)."""
-    scores = torch.from_numpy(np.asarray(logits, dtype=np.float64))
-    target = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimizer = torch.optim.LBFGS(
-        [log_t], max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14, line_search_fn="strong_wolfe"
-    )
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.cross_entropy(scores / log_t.exp(), target)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return float(log_t.detach().exp())
-
-
 def fit_indices(count: int, seed: int) -> np.ndarray:
-    """The MNIST training images T is fitted on: `count` of the 60,000, drawn without replacement by
-    numpy.random.default_rng(seed), in ascending order."""
+    """The MNIST training images the scaling is fitted on: `count` of the 60,000, drawn without replacement
+    by numpy.random.default_rng(seed), in ascending order."""
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(MNIST_TRAIN_IMAGES, size=count, replace=False))
 
@@ -167,15 +152,17 @@ class MnistSplits:
     dry_run: bool
 
 
-def load_splits(data_dir: Path, seed: int, dry_run: bool) -> MnistSplits:
-    """The seeded slice of MNIST's training images T is fitted on, and the test images it is reported on
-    (a dry run: 512 and the first 1,000)."""
+def load_splits(data_dir: Path, seed: int, dry_run: bool, fit_images: int = FIT_IMAGES) -> MnistSplits:
+    """The seeded slice of `fit_images` of MNIST's training images the scaling is fitted on, and the test
+    images it is reported on (a dry run: 512 and the first 1,000)."""
+    if not 0 < fit_images <= MNIST_TRAIN_IMAGES:
+        raise SystemExit(f"--fit-images {fit_images}: give a number from 1 to {MNIST_TRAIN_IMAGES}")
     try:
         train_images, train_labels = load_mnist(data_dir, train=True)
         test_images, test_labels = load_mnist(data_dir, train=False)
     except DataNotFoundError as error:
         raise SystemExit(str(error)) from error
-    index = fit_indices(DRY_RUN_FIT_IMAGES if dry_run else FIT_IMAGES, seed)
+    index = fit_indices(DRY_RUN_FIT_IMAGES if dry_run else fit_images, seed)
     tested = slice(DRY_RUN_TEST_IMAGES if dry_run else None)
     return MnistSplits(
         train_images.numpy()[index],
@@ -189,6 +176,11 @@ def load_splits(data_dir: Path, seed: int, dry_run: bool) -> MnistSplits:
 
 def fitted_on(splits: MnistSplits) -> str:
     count = len(splits.fit_labels)
+    if count == MNIST_TRAIN_IMAGES:
+        return (
+            f"all {MNIST_TRAIN_IMAGES:,} MNIST training images (torchvision's training set). The network was "
+            "trained on them (augmented), so they are not unseen; the test set is not used"
+        )
     return (
         f"{count} MNIST training images: indices numpy.random.default_rng({splits.fit_seed})"
         f".choice({MNIST_TRAIN_IMAGES}, size={count}, replace=False) into torchvision's training set. The "
@@ -198,11 +190,12 @@ def fitted_on(splits: MnistSplits) -> str:
 
 @dataclass(frozen=True)
 class Calibrated:
-    """What calibrating one model version did: its temperature, the NLL on the images it was fitted on,
-    the old and the new version on the test images, and the new files' parity."""
+    """What calibrating one model version did: its scaling, the NLL on the images it was fitted on, the
+    old and the new version (their names, and each on the test images), and the new files' parity."""
 
-    temperature: float
+    scaling: Scaling
     fit_nll: tuple[float, float]
+    versions: tuple[str, str]
     before: Measured
     after: Measured
     parity: float
@@ -212,21 +205,21 @@ def calibrated_metadata(
     old: dict[str, Any], version: str, calibrated: Calibrated, splits: MnistSplits
 ) -> dict[str, Any]:
     """metadata.json of the calibrated version: the old one's interface, config and training, the
-    temperature, and the calibration before and after on the test images."""
+    scaling's method and parameters, and the calibration before and after on the test images."""
     kept_out = ("files", "libraries", "command", "created", "onnx_file", "torchscript_file", "onnx_opset")
     metadata = {key: value for key, value in old.items() if key not in kept_out}
-    temperature = calibrated.temperature
+    scaling = calibrated.scaling
     before, after = calibrated.before.summary(), calibrated.after.summary()
     # Task, tensors, config and preprocessing stay as they were: the `logits` output is now the scaled
     # logits, still unnormalised class scores whose softmax is `probabilities`.
     metadata |= {
         "version": version,
-        "description": f"{old['description']}; logits divided by a fitted temperature before the softmax",
+        "description": f"{old['description']}; {scaling.description}",
         "calibrated_from": {"version": old["version"], "files": old["files"]},
     }
     metadata["calibration"] = {
-        "method": "temperature scaling",
-        "temperature": temperature,
+        "method": scaling.method,
+        **scaling.parameters(),
         "fitted_on": fitted_on(splits),
         "fit_images": len(splits.fit_labels),
         "fit_nll_before": calibrated.fit_nll[0],
@@ -252,9 +245,14 @@ def calibrated_metadata(
     return metadata
 
 
-def uncalibrated_source(model_dir: Path, name: str, out: Path) -> tuple[Path, Path]:
-    """The newest version of `name` and the folder its calibrated successor goes to, `out/<name>/<v+1>`."""
-    source = newest_version(model_dir, name)
+def uncalibrated_source(
+    model_dir: Path, name: str, out: Path, version: str | None = None
+) -> tuple[Path, Path]:
+    """Version `version` of `name` (None: the newest) and the folder its calibrated successor goes to,
+    `out/<name>/<newest + 1>`."""
+    source = newest_version(model_dir, name) if version is None else model_dir / name / version
+    if not (source / "metadata.json").is_file():
+        raise SystemExit(f"{source}: holds no metadata.json; name a version of {name} that exists")
     metadata = read_metadata(source)
     if metadata.get("task") != "digit-classification":
         raise SystemExit(
@@ -264,8 +262,8 @@ def uncalibrated_source(model_dir: Path, name: str, out: Path) -> tuple[Path, Pa
     calibration = metadata.get("calibration")
     if calibration is not None:
         raise SystemExit(
-            f"{source}: is already calibrated (temperature {calibration.get('temperature')}); leave {name} "
-            "out with --models, or remove that version to calibrate the one it was made from"
+            f"{source}: is already calibrated ({calibration.get('method')}); leave {name} out with --models, "
+            "or name the uncalibrated version it was made from with --from-version"
         )
     target = out / name / next_version(model_dir / name)
     if target.exists():
@@ -273,11 +271,11 @@ def uncalibrated_source(model_dir: Path, name: str, out: Path) -> tuple[Path, Pa
     return source, target
 
 
-def write_scaled(source: Path, target: Path, temperature: float, splits: MnistSplits) -> float:
-    """Write model.onnx and model.pt of `source` with the temperature folded in, into `target`; their
-    largest difference from the eager wrapper on random and real images (check_parity raises above 1e-5)."""
-    scaled_onnx(source / ONNX_FILE, target / ONNX_FILE, temperature)
-    eager = scaled_torchscript(source / TORCHSCRIPT_FILE, target / TORCHSCRIPT_FILE, temperature)
+def write_scaled(source: Path, target: Path, scaling: Scaling, splits: MnistSplits) -> float:
+    """Write model.onnx and model.pt of `source` with the scaling folded in, into `target`; their largest
+    difference from the eager wrapper on random and real images (check_parity raises above 1e-5)."""
+    scaled_onnx(source / ONNX_FILE, target / ONNX_FILE, scaling)
+    eager = scaled_torchscript(source / TORCHSCRIPT_FILE, target / TORCHSCRIPT_FILE, scaling)
     generator = torch.Generator().manual_seed(splits.fit_seed)
     cases = [(torch.rand(b, IMAGE_SIZE, IMAGE_SIZE, generator=generator) * 255,) for b in (1, 37)]
     cases.append((torch.from_numpy(splits.test_images[:200].astype(np.float32)),))
@@ -285,15 +283,24 @@ def write_scaled(source: Path, target: Path, temperature: float, splits: MnistSp
 
 
 def calibrate_model(
-    name: str, model_dir: Path, out: Path, splits: MnistSplits, argv: list[str]
+    name: str,
+    model_dir: Path,
+    out: Path,
+    splits: MnistSplits,
+    argv: list[str],
+    method: str = "temperature",
+    version: str | None = None,
 ) -> Calibrated:
-    """Fit T for the newest version of `name`, write version v+1 under `out` and check that it predicts
-    what the old one does; the old and new versions measured on the test images."""
-    source, target = uncalibrated_source(model_dir, name, out)
+    """Fit `method` for version `version` of `name` (None: the newest), write the next version under `out`
+    and check that it predicts what the old one does; the old and new versions measured on the test
+    images."""
+    source, target = uncalibrated_source(model_dir, name, out, version)
     fit_logits, _ = onnx_scores(source / ONNX_FILE, splits.fit_images, f"{name} v{source.name} fit images")
-    temperature = float(np.float32(fit_temperature(fit_logits, splits.fit_labels)))
-    logger.info("%s: temperature %.4f fitted on %d training images", name, temperature, len(fit_logits))
-    parity = write_scaled(source, target, temperature, splits)
+    scaling = fit_scaling(method, fit_logits, splits.fit_labels)
+    logger.info(
+        "%s: %s %s fitted on %d training images", name, scaling.method, scaling.parameters(), len(fit_logits)
+    )
+    parity = write_scaled(source, target, scaling, splits)
     old, new = (f"{name} v{folder.name} test" for folder in (source, target))
     before = Measured(*onnx_scores(source / ONNX_FILE, splits.test_images, old), splits.test_labels)
     after = Measured(*onnx_scores(target / ONNX_FILE, splits.test_images, new), splits.test_labels)
@@ -302,15 +309,15 @@ def calibrate_model(
         raise AssertionError(f"{target}: {changed} test predictions differ from version {source.name}'s")
     fit_nll = (
         negative_log_likelihood(fit_logits, splits.fit_labels),
-        negative_log_likelihood(fit_logits, splits.fit_labels, temperature),
+        negative_log_likelihood(apply(scaling, fit_logits), splits.fit_labels),
     )
-    calibrated = Calibrated(temperature, fit_nll, before, after, parity)
+    calibrated = Calibrated(scaling, fit_nll, (source.name, target.name), before, after, parity)
     metadata = calibrated_metadata(read_metadata(source), target.name, calibrated, splits)
     write_metadata(target, metadata, "training.calibrate", argv)
     was, now = before.summary(), after.summary()
     logger.info(
-        "%s v%s: T %.4f; test ECE %.4f -> %.4f, NLL %.4f -> %.4f, accuracy %.4f (unchanged)",
-        name, target.name, temperature, was["ece"], now["ece"], was["nll"], now["nll"], now["accuracy"],
+        "%s v%s -> v%s: test ECE %.4f -> %.4f, NLL %.4f -> %.4f, accuracy %.4f (unchanged)",
+        name, source.name, target.name, was["ece"], now["ece"], was["nll"], now["nll"], now["accuracy"],
     )  # fmt: skip
     if now["ece"] > ECE_TARGET:
         logger.warning("%s v%s: test ECE %.4f is above %.2f", name, target.name, now["ece"], ECE_TARGET)
@@ -319,14 +326,31 @@ def calibrate_model(
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Fit a temperature for each digit model and write it as the model's next version."
+        description="Fit a scaling of each digit model's logits and write it as the model's next version."
     )
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding MNIST/raw")
     parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
     parser.add_argument(
         "--models", default=",".join(DIGIT_MODELS), help=f"comma-separated (default {','.join(DIGIT_MODELS)})"
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the training images T is fitted on")
+    parser.add_argument(
+        "--method",
+        choices=list(METHODS),
+        default="temperature",
+        help="temperature: one T per model; gap-temperature: T = exp(a + b * gap between the two largest "
+        "logits), per input (default temperature)",
+    )
+    parser.add_argument(
+        "--from-version",
+        help="the uncalibrated version to calibrate (default: the newest, which must be one)",
+    )
+    parser.add_argument(
+        "--fit-images",
+        type=int,
+        default=FIT_IMAGES,
+        help=f"how many of the {MNIST_TRAIN_IMAGES} training images to fit on (default {FIT_IMAGES})",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training images fitted on")
     parser.add_argument(
         "--out",
         type=Path,
@@ -349,13 +373,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.dry_run and out.resolve().is_relative_to(args.model_dir.resolve()):
         raise SystemExit("--dry-run writes nothing into --model-dir: give --out a folder outside it, or none")
     names = [name.strip() for name in args.models.split(",") if name.strip()]
-    splits = load_splits(args.data_dir, args.seed, args.dry_run)
-    results = {name: calibrate_model(name, args.model_dir, out, splits, argv) for name in names}
+    splits = load_splits(args.data_dir, args.seed, args.dry_run, args.fit_images)
+    results = {
+        name: calibrate_model(name, args.model_dir, out, splits, argv, args.method, args.from_version)
+        for name in names
+    }
     if args.plot:
         from training.calibration_plot import reliability_diagram
 
         panels = {
-            name: (done.before.reliability(), done.after.reliability()) for name, done in results.items()
+            name: tuple(
+                zip(done.versions, (done.before.reliability(), done.after.reliability()), strict=True)
+            )
+            for name, done in results.items()
         }
         reliability_diagram(args.plot, panels)
     summary = {
