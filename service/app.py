@@ -10,17 +10,17 @@ from fastapi import FastAPI
 
 from service.config import Settings
 from service.drain import Drain
-from service.engine.client import RemoteRegistry
 from service.errors import install_error_handlers
+from service.lifecycle.start import serving_models
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from service.registry import ModelRegistry, Registry
 from service.routes import health, metrics, models
 from service.routes.common import DirectRoutes
 from service.routes.digits import PredictDigit
 from service.routes.forecasts import ForecastSeries
 from service.routes.openapi import document
 from service.security import install_access_control
+from service.v2 import repository
 from service.v2 import routes as v2
 from service.web.docs import install_docs
 from service.web.page import install_page
@@ -33,15 +33,8 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        registry: Registry
-        if settings.engine_address:  # an HTTP worker: the models run in the model engine
-            registry = await RemoteRegistry.open(settings, service_metrics)
-        else:
-            registry = await ModelRegistry.open(settings, service_metrics)
-        try:
-            yield {"registry": registry}
-        finally:
-            await registry.close()
+        async with serving_models(settings, service_metrics) as (registry, repository):
+            yield {"registry": registry, "repository": repository}
 
     app = FastAPI(
         title="rnnserve",
@@ -63,7 +56,7 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_access_control(app, settings)
     app.add_middleware(RequestContextMiddleware, metrics=service_metrics, drain=drain)
-    for routes in (models, health, metrics, v2):
+    for routes in (models, health, metrics, v2, repository):
         app.include_router(routes.router)
     document(app, predictions, settings)
     install_docs(app)

@@ -147,6 +147,21 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = Field(
         default=None, description="A file with one API key per line (e.g. a mounted secret)."
     )
+    admin_keys: str = Field(
+        default="",
+        description="Comma-separated admin keys, for the repository calls that load and unload models "
+        "(POST /v2/repository/models/{name}/load|unload); with none here nor in admin_keys_file, those "
+        "calls are off (403). An admin key is also an API key.",
+    )
+    admin_keys_file: Path | None = Field(
+        default=None, description="A file with one admin key per line (e.g. a mounted secret)."
+    )
+    model_poll_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="How often to look in model_dir for new versions and serve each once its folder is "
+        "complete (its files match metadata.json's checksums); 0: never (SIGHUP looks once).",
+    )
     metrics_require_key: bool = Field(default=False, description="true: /metrics needs an API key too.")
     cors_origins: str = Field(
         default="",
@@ -166,6 +181,9 @@ class Settings(BaseSettings):
     )
     multiprocess_dir: Path | None = Field(
         default=None, description="Internal: where every process of the service writes its metrics."
+    )
+    control_dir: Path | None = Field(
+        default=None, description="Internal: where the processes of the service agree on their models."
     )
 
     @field_validator("log_level", mode="before")
@@ -198,6 +216,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _readable_key_file(self) -> Settings:
         self.api_key_set()
+        self.admin_key_set()
         return self
 
     def extra_models(self, repository: list[str]) -> list[str]:
@@ -208,13 +227,11 @@ class Settings(BaseSettings):
 
     def api_key_set(self) -> frozenset[str]:
         """Every API key from api_keys and api_keys_file; empty: the service is open."""
-        keys = [key.strip() for key in self.api_keys.split(",")]
-        if self.api_keys_file is not None:
-            try:
-                keys += [line.strip() for line in self.api_keys_file.read_text(encoding="utf-8").splitlines()]
-            except (OSError, UnicodeDecodeError) as exc:
-                raise ValueError(f"api_keys_file {self.api_keys_file} cannot be read: {exc}") from None
-        return frozenset(key for key in keys if key)
+        return read_keys(self.api_keys, self.api_keys_file, "api_keys_file")
+
+    def admin_key_set(self) -> frozenset[str]:
+        """Every admin key from admin_keys and admin_keys_file; empty: the repository calls are off."""
+        return read_keys(self.admin_keys, self.admin_keys_file, "admin_keys_file")
 
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
@@ -240,3 +257,14 @@ class Settings(BaseSettings):
             failures_before_unready=self.failures_before_unready,
             probe_interval_s=self.probe_interval_s,
         )
+
+
+def read_keys(listed: str, file: Path | None, setting: str) -> frozenset[str]:
+    """The keys of a comma-separated list and of a file of one key per line."""
+    keys = [key.strip() for key in listed.split(",")]
+    if file is not None:
+        try:
+            keys += [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{setting} {file} cannot be read: {exc}") from None
+    return frozenset(key for key in keys if key)

@@ -1,5 +1,5 @@
 """Typed access to what the app holds: settings and metrics (made by `create_app`) and the model
-registry (made by the lifespan)."""
+registry and the repository calls (made by the lifespan)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from service.config import Settings
+from service.lifecycle.manager import Repository
 from service.metrics import ServiceMetrics
 from service.registry import Registry
 
@@ -27,6 +28,12 @@ async def get_registry(request: Request) -> Registry:
     return registry
 
 
+async def get_repository(request: Request) -> Repository:
+    repository: Repository = request.state.repository
+    return repository
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 RegistryDep = Annotated[Registry, Depends(get_registry)]
+RepositoryDep = Annotated[Repository, Depends(get_repository)]

@@ -48,6 +48,12 @@ class Unauthorized(ServiceError):
     headers = {"WWW-Authenticate": "Bearer"}  # noqa: RUF012
 
 
+class Forbidden(ServiceError):
+    """A valid key that may not do this: the repository calls need an admin key."""
+
+    status_code = 403
+
+
 class NotFound(ServiceError):
     """The request names a model or version that this service does not serve."""
 
@@ -99,6 +105,12 @@ class InferenceFailed(ServiceError):
     status_code = 500
 
 
+class ChangeIncomplete(ServiceError):
+    """A repository change made by some processes of the service and not by others."""
+
+    status_code = 500
+
+
 class ClientDisconnected(Exception):
     """The client went away before its answer was ready; nobody reads the response."""
 
@@ -118,9 +130,20 @@ def error_content(exc: ServiceError) -> dict[str, Any]:
     return {"detail": exc.message, "errors": exc.errors} if exc.errors else {"detail": exc.message}
 
 
+def in_protocol(request: Request) -> bool:
+    """Whether the request is one of the V2 protocol's, whose clients read errors as {"error": ...}
+    and bad input as 400."""
+    return request.url.path.startswith("/v2/")
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
-    response = JSONBytesResponse(error_content(exc), status_code=exc.status_code)
+    if in_protocol(request):
+        content = error_content(exc)  # logs 5xx
+        status = 400 if isinstance(exc, InvalidInput) else exc.status_code
+        response = JSONBytesResponse({"error": content["detail"]}, status_code=status)
+    else:
+        response = JSONBytesResponse(error_content(exc), status_code=exc.status_code)
     response.headers.update(exc.headers)
     return response
 
@@ -134,6 +157,8 @@ async def _request_validation(request: Request, exc: Exception) -> Response:
     listing = InvalidInput.listing(
         [{"loc": ".".join(map(str, e["loc"])), "msg": e["msg"]} for e in exc.errors()]
     )
+    if in_protocol(request):
+        return JSONBytesResponse({"error": listing.message}, status_code=400)
     return error_response(422, listing.message, errors=listing.errors)
 
 

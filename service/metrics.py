@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SWAP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
@@ -76,6 +77,15 @@ class ServiceMetrics:
         self.model_info = Gauge(
             "rnnserve_model_info", "The model version served and where it runs (always 1).",
             ["model", "version", "backend", "provider", "device"], registry=r, multiprocess_mode="livemax",
+        )  # fmt: skip
+
+        self.model_loads = Counter(
+            "rnnserve_model_loads", "Model versions loaded (result=loaded) or that failed to load, verify or "
+            "warm up (result=failed), at start-up and since.", ["model", "result"], registry=r,
+        )  # fmt: skip
+        self.swap_time = Histogram(
+            "rnnserve_model_swap_seconds", "From a repository change (a load or unload call, the poll, "
+            "SIGHUP) to every process serving it.", ["model"], buckets=SWAP_BUCKETS, registry=r,
         )  # fmt: skip
 
     def for_batcher(self, model: str) -> BatcherMetrics:

@@ -7,11 +7,14 @@ answers 503 and says why), its routes answer 503, and the reason is logged namin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServiceError, ShuttingDown
+from service.lifecycle.leases import hold
 from service.metrics import ServiceMetrics
 from service.repository import ModelArtifact, ModelLoadError, locate, model_names
 from service.runtimes import load_runtime
@@ -58,10 +61,14 @@ class Registry(Protocol):
     async def close(self) -> None: ...
 
 
-def locate_for(kind: Task | None, name: str, settings: Settings) -> tuple[Task, ModelArtifact]:
-    """The class of model `name`'s task and its verified artifact; with `kind`, the task must be that
-    class's. Blocking; raises `ModelLoadError`."""
-    artifact = locate(settings.model_dir, name, settings.backend, settings.model_versions.get(name))
+def locate_for(
+    kind: Task | None, name: str, settings: Settings, version: str | None = None
+) -> tuple[Task, ModelArtifact]:
+    """The class of model `name`'s task and its verified artifact, at `version` (else the one
+    RNNSERVE_MODEL_VERSIONS pins, else the newest); with `kind`, the task must be that class's.
+    Blocking; raises `ModelLoadError`."""
+    version = version or settings.model_versions.get(name)
+    artifact = locate(settings.model_dir, name, settings.backend, version)
     actual = TASKS.get(artifact.task)
     if actual is None:
         raise ModelLoadError(
@@ -76,31 +83,83 @@ def locate_for(kind: Task | None, name: str, settings: Settings) -> tuple[Task, 
     return actual, artifact
 
 
+def unloaded_reason(name: str) -> str:
+    return f"model {name} was unloaded; POST /v2/repository/models/{name}/load serves it again"
+
+
 class ServedModels:
-    """The models by name, or why each is missing; the routes' look-ups by task."""
+    """The models by name, or why each is missing; the routes' look-ups by task.
+
+    Every model handed to a request in a `service.lifecycle.leases.request_scope` is held by it, so
+    that a model swapped out or unloaded meanwhile serves that request to its end."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._kinds = model_kinds(settings)
-        self._tasks = {name: kind.task for kind, name in self._kinds if kind is not None}
+        self._kinds: dict[str, Task | None] = dict((name, kind) for kind, name in model_kinds(settings))
+        self._tasks = {name: kind.task for name, kind in self._kinds.items() if kind is not None}
         self._models: dict[str, ServedModel[Any, Any]] = {}
         self._problems: dict[str, str] = {}
+        self._unloaded: set[str] = set()
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def problem(self, name: str) -> str | None:
+        """Why model `name` is not served, if it is not."""
+        return None if name in self._models else self._problems.get(name)
 
     def names(self) -> list[str]:
-        """The models this service is configured to serve, loaded or not."""
-        return [name for _, name in self._kinds]
+        """The models this service serves or was asked to serve, loaded or not."""
+        return list(self._kinds)
 
-    def _served(self, model: ServedModel[Any, Any]) -> None:
-        self._models[model.name] = model
+    def kind(self, name: str) -> Task | None:
+        return self._kinds.get(name)
+
+    def _served(self, model: ServedModel[Any, Any]) -> ServedModel[Any, Any] | None:
+        """Serve `model` under its name from now on; the model it replaces, if any."""
+        self._kinds.setdefault(model.name, type(model))
         self._tasks[model.name] = model.task
+        self._problems.pop(model.name, None)
+        self._unloaded.discard(model.name)
+        replaced = self._models.get(model.name)
+        self._models[model.name] = model
+        return replaced
+
+    def _unserved(self, name: str) -> ServedModel[Any, Any] | None:
+        """Take model `name` out of service (requests for it get 503 saying so); the model it was."""
+        self._kinds.setdefault(name, None)
+        self._unloaded.add(name)
+        self._problems[name] = unloaded_reason(name)
+        return self._models.pop(name, None)
+
+    def _failed(self, name: str, problem: str) -> None:
+        self._kinds.setdefault(name, None)
+        self._problems[name] = problem
+
+    def _to_load(self, versions: dict[str, str | None] | None) -> list[tuple[str, str | None]]:
+        """At start-up: each model to load and its version (None: as configured), from a plan's
+        `versions` (None: unloaded), and every configured model the plan leaves out (it has no version to
+        serve: it fails to load and says why)."""
+        if versions is None:
+            return [(name, None) for name in self.names()]
+        for name, version in versions.items():
+            if version is None:
+                self._unserved(name)
+        planned = [(name, version) for name, version in versions.items() if version is not None]
+        return planned + [(name, None) for name in self.names() if name not in versions]
+
+    def unloaded(self, name: str) -> bool:
+        return name in self._unloaded
 
     def loaded(self, name: str) -> ServedModel[Any, Any]:
         """Model `name` as loaded, ready or not: `NotFound` (404) if the service does not serve it,
-        `ModelNotReady` (503) if it could not be loaded."""
+        `ModelNotReady` (503) if it could not be loaded or was unloaded."""
         model = self._models.get(name)
         if model is not None:
+            hold(model.leases)
             return model
-        if name not in self.names():
+        if name not in self._kinds:
             raise NotFound(f"model {name!r} is not served here; the models are {', '.join(self.names())}")
         raise ModelNotReady(f"model {name} is not loaded: {self._problems.get(name, 'unknown reason')}")
 
@@ -112,11 +171,17 @@ class ServedModels:
         """The models of `kind`'s task, the default first."""
         return [name for name in self.names() if self._tasks.get(name) == kind.task]
 
+    def default(self, kind: Task) -> str:
+        """The model a request of `kind`'s task gets when it names none: the configured default, or
+        while that is unloaded the next model of the task that is not."""
+        choices = self.choices(kind)
+        return next((name for name in choices if name not in self._unloaded), choices[0])
+
     def for_task(self, kind: type[Model], name: str | None) -> Model:
         """Model `name` (the task's default when None), ready to take inputs, which must be of `kind`'s
         task: else 422 listing the choices."""
         if name is None:
-            return self._of(kind, self.ready(self.choices(kind)[0]))
+            return self._of(kind, self.ready(self.default(kind)))
         if self._tasks.get(name) != kind.task:
             raise InvalidInput.listing([{
                 "loc": "model",
@@ -135,9 +200,9 @@ class ServedModels:
         only if no model of the task could take it now. Once the body names its model, that model's
         queue decides."""
         refusals: list[tuple[ServiceError, InputQueue | None]] = []
-        for name in self.choices(kind):
+        for name in sorted(self.choices(kind), key=lambda n: n != self.default(kind)):
             try:
-                queue = self.ready(name).queue
+                queue = self._models[name].queue if name in self._models else self.ready(name).queue
             except ServiceError as exc:
                 refusals.append((exc, None))
                 continue
@@ -150,12 +215,25 @@ class ServedModels:
             refusing.admit()  # counts the refusal, and raises it
         raise error
 
+    async def readiness(self) -> dict[str, str]:
+        """Each model's state: "ready", or why it is not; a model unloaded on purpose is left out."""
+        states = {}
+        for name in self.names():
+            if name in self._unloaded:
+                continue
+            try:
+                self.ready(name)
+                states[name] = "ready"
+            except ServiceError as exc:
+                states[name] = exc.message
+        return states
+
 
 def load_model(
-    kind: Task | None, name: str, settings: Settings, metrics: ServiceMetrics
+    kind: Task | None, name: str, settings: Settings, metrics: ServiceMetrics, version: str | None = None
 ) -> ServedModel[Any, Any]:
-    """Locate, verify, open and warm up model `name`; blocking. Raises `ModelLoadError`."""
-    kind, artifact = locate_for(kind, name, settings)
+    """Locate, verify, open and warm up model `name` (at `version`); blocking. Raises `ModelLoadError`."""
+    kind, artifact = locate_for(kind, name, settings, version)
     runtime = load_runtime(artifact, settings.backend, settings.device, settings.threads)
     model = kind.load(artifact, runtime, settings.batching_for(name), metrics.for_batcher(name))
     try:
@@ -166,47 +244,128 @@ def load_model(
 
 
 class ModelRegistry(ServedModels):
-    """The models, run in this process, or why each is missing."""
+    """The models, run in this process, or why each is missing; versions loaded beside the served
+    ones and swapped in, and the ones swapped out let go once no request holds them."""
 
     def __init__(self, settings: Settings, metrics: ServiceMetrics) -> None:
         super().__init__(settings)
         self._metrics = metrics
+        self.transitions: dict[tuple[str, str], tuple[str, str]] = {}
+        """(model, version) -> (state, reason) of a version that is not the one served: LOADING,
+        UNLOADING, or UNAVAILABLE once it failed to load."""
+        self._retiring: dict[tuple[str, str], ServedModel[Any, Any]] = {}
+        self.on_served: Callable[[ServedModel[Any, Any]], None] | None = None
+        """Called with each model once it serves (the model engine shares its queue state)."""
 
     @classmethod
-    async def open(cls, settings: Settings, metrics: ServiceMetrics) -> ModelRegistry:
+    async def open(
+        cls, settings: Settings, metrics: ServiceMetrics, versions: dict[str, str | None] | None = None
+    ) -> ModelRegistry:
+        """The models, each loaded at the version `versions` names (None: unloaded), else as configured."""
         registry = cls(settings, metrics)
         unknown = set(settings.model_batching) - set(registry.names())
         if unknown:
             logger.warning(
                 "RNNSERVE_MODEL_BATCHING names %s, which this service does not serve", sorted(unknown)
             )
-        for kind, name in registry._kinds:
-            await registry._load(kind, name)
+        for name, version in registry._to_load(versions):
+            with contextlib.suppress(ModelLoadError):  # logged, and why is kept for the routes
+                registry._install(await registry.load_version(name, version))
         return registry
 
-    async def _load(self, kind: Task | None, name: str) -> None:
-        self._metrics.model_ready.labels(name).set(0)
+    async def load_version(self, name: str, version: str | None) -> ServedModel[Any, Any]:
+        """Version `version` of model `name` (None: as configured), loaded, verified, warmed up and its
+        batcher started, but not yet served. Raises `ModelLoadError` saying why, kept for the index."""
+        key = (name, version or "")
+        self.transitions[key] = ("LOADING", "")
         try:
-            model = await asyncio.to_thread(load_model, kind, name, self._settings, self._metrics)
-        except ModelLoadError as exc:
-            self._problems[name] = str(exc)
-            logger.error("model %s is not ready: %s", name, exc)
-            return
+            model = await asyncio.to_thread(
+                load_model, self.kind(name), name, self._settings, self._metrics, version
+            )
         except Exception as exc:
-            self._problems[name] = f"{type(exc).__name__}: {exc}"
-            logger.exception("model %s is not ready: loading it failed unexpectedly", name)
-            return
+            problem = str(exc) if isinstance(exc, ModelLoadError) else f"{type(exc).__name__}: {exc}"
+            self.transitions[key] = ("UNAVAILABLE", problem)
+            if name not in self._models:
+                self._failed(name, problem)
+                self._metrics.model_ready.labels(name).set(0)
+            self._metrics.model_loads.labels(name, "failed").inc()
+            logger.error("model %s version %s could not be loaded: %s", name, version or "(newest)", problem,
+                         exc_info=not isinstance(exc, ModelLoadError))  # fmt: skip
+            raise ModelLoadError(problem) from exc
+        finally:
+            if self.transitions.get(key, ("",))[0] == "LOADING":
+                del self.transitions[key]
+        self.transitions.pop((name, model.version), None)
         model.batcher.start()
-        self._served(model)
+        self._metrics.model_loads.labels(name, "loaded").inc()
+        return model
+
+    def _install(self, model: ServedModel[Any, Any]) -> ServedModel[Any, Any] | None:
+        """Serve `model` from now on; the model it replaces, still running its requests."""
+        replaced = self._served(model)
         runtime = model.runtime
-        self._metrics.model_info.labels(
-            name, model.version, runtime.backend, runtime.provider, runtime.device
-        ).set(1)
-        self._metrics.model_ready.labels(name).set(1)
+        if replaced is not None:
+            replaced.batcher.on_change = None
+            self._info(replaced).set(0)
+        if self.on_served is not None:
+            self.on_served(model)
+        self._info(model).set(1)
+        self._metrics.model_ready.labels(model.name).set(1)
         logger.info(
-            "serving %s version %s with %s on %s (%s)", name, model.version, runtime.backend,
+            "serving %s version %s with %s on %s (%s)", model.name, model.version, runtime.backend,
             runtime.device, runtime.provider,
         )  # fmt: skip
+        return replaced
+
+    def _info(self, model: ServedModel[Any, Any]) -> Any:
+        runtime = model.runtime
+        return self._metrics.model_info.labels(
+            model.name, model.version, runtime.backend, runtime.provider, runtime.device
+        )
+
+    def swap(self, model: ServedModel[Any, Any]) -> ServedModel[Any, Any] | None:
+        """Serve `model` in place of its name's current version, which is kept (for `serving` to find)
+        until `retire`."""
+        replaced = self._install(model)
+        if replaced is not None:
+            self._retiring[(replaced.name, replaced.version)] = replaced
+        return replaced
+
+    def unload(self, name: str) -> ServedModel[Any, Any] | None:
+        """Stop serving model `name`; the model it was, kept until `retire`."""
+        model = self._unserved(name)
+        if model is not None:
+            self._info(model).set(0)
+            self._metrics.model_ready.labels(name).set(0)
+            self._retiring[(model.name, model.version)] = model
+            logger.info("model %s version %s is unloaded", model.name, model.version)
+        return model
+
+    async def retire(self, model: ServedModel[Any, Any]) -> None:
+        """Let go of a model swapped out or unloaded: once no request holds it, stop its batcher."""
+        key = (model.name, model.version)
+        self.transitions[key] = ("UNLOADING", "")
+        try:
+            await model.leases.idle()
+            model.batcher.on_change = None
+            await model.batcher.close()
+        finally:
+            self._retiring.pop(key, None)
+            if self.transitions.get(key, ("",))[0] == "UNLOADING":
+                del self.transitions[key]
+        logger.info("let go of model %s version %s", model.name, model.version)
+
+    def serving(self, name: str, version: str | None) -> ServedModel[Any, Any]:
+        """Model `name` at `version` (any when None), served or swapped out but not yet let go, ready to
+        take inputs: what the model engine runs a worker's request on."""
+        model = self._models.get(name)
+        if version is None or (model is not None and model.version == version):
+            return self.ready(name)
+        retiring = self._retiring.get((name, version))
+        if retiring is None:
+            raise ModelNotReady(f"model {name} version {version} is no longer served: retry the request")
+        hold(retiring.leases)
+        return retiring
 
     def ready(self, name: str) -> ServedModel[Any, Any]:
         """Model `name`, if it takes inputs; else `ModelNotReady` or `ShuttingDown` saying why."""
@@ -217,16 +376,8 @@ class ModelRegistry(ServedModels):
             raise ModelNotReady(f"model {name} is not ready: {model.batcher.problem}")
         return model
 
-    async def readiness(self) -> dict[str, str]:
-        """Each model's state: "ready", or why it is not."""
-        states = {}
-        for name in self.names():
-            try:
-                self.ready(name)
-                states[name] = "ready"
-            except ServiceError as exc:
-                states[name] = exc.message
-        return states
+    def served_versions(self) -> dict[str, str]:
+        return {name: model.version for name, model in self._models.items()}
 
     async def describe(self) -> list[dict[str, Any]]:
         """What GET /models shows: every model, loaded or not."""
@@ -236,6 +387,6 @@ class ModelRegistry(ServedModels):
 
     async def close(self) -> None:
         """Stop every batcher; inputs still queued are answered 503."""
-        for name, model in self._models.items():
+        for model in [*self._models.values(), *self._retiring.values()]:
             await model.batcher.close()
-            self._metrics.model_ready.labels(name).set(0)
+            self._metrics.model_ready.labels(model.name).set(0)

@@ -37,15 +37,23 @@ REQUEST_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID",
 
 
 def install_access_control(app: FastAPI, settings: Settings) -> None:
-    """API keys, and CORS outside them (a browser's preflight request carries no key)."""
-    app.add_middleware(
-        ApiKeyMiddleware, keys=settings.api_key_set(), metrics_open=not settings.metrics_require_key
-    )
+    """API keys, and CORS outside them (a browser's preflight request carries no key). An admin key is an
+    API key too, when the service has API keys."""
+    api_keys = settings.api_key_set()
+    if api_keys:
+        api_keys |= settings.admin_key_set()
+    app.add_middleware(ApiKeyMiddleware, keys=api_keys, metrics_open=not settings.metrics_require_key)
     if settings.cors_origin_list():
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origin_list(), allow_methods=["GET", "POST"],
             allow_headers=REQUEST_HEADERS, expose_headers=["X-Request-ID", "Retry-After"],
         )  # fmt: skip
+
+
+def presented_key(scope: Scope) -> str:
+    """The key a request sends, as `Authorization: Bearer <key>` or `X-API-Key: <key>`; "" if none."""
+    scheme, _, bearer = header(scope, b"authorization").partition(" ")
+    return (bearer.strip() if scheme.lower() == "bearer" else "") or header(scope, b"x-api-key")
 
 
 class ApiKeyMiddleware:
@@ -75,8 +83,7 @@ class ApiKeyMiddleware:
         await send_json(send, error.status_code, body, error.headers.items())
 
     def _allowed(self, scope: Scope) -> bool:
-        scheme, _, bearer = header(scope, b"authorization").partition(" ")
-        given = (bearer.strip() if scheme.lower() == "bearer" else "") or header(scope, b"x-api-key")
+        given = presented_key(scope)
         if not given:
             return False
         candidate = given.encode()

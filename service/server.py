@@ -30,6 +30,7 @@ import socket
 import sys
 import tempfile
 import threading
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,10 @@ from service.app import create_app
 from service.config import Settings
 from service.drain import Drain
 from service.engine.server import STOP_SIGNAL, run_engine
+from service.lifecycle.control import ControlFolder
+from service.lifecycle.manager import initial_plan
 from service.logs import configure_logging
+from service.registry import model_kinds
 
 ENGINE_STOP_MARGIN_S = 5.0
 """Once the workers are gone: how much longer than the shutdown timeout the model engine gets to exit."""
@@ -89,7 +93,9 @@ def serve(settings: Settings) -> None:
         metrics_dir.mkdir()
         # prometheus_client reads this in each process it is imported in: the engine and the workers.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        settings = settings.model_copy(update={"multiprocess_dir": metrics_dir})
+        control = Path(scratch) / "control"
+        ControlFolder.create(control, initial_plan(settings, [name for _, name in model_kinds(settings)]))
+        settings = settings.model_copy(update={"multiprocess_dir": metrics_dir, "control_dir": control})
         if mode == "inline" and settings.threads == 0:
             # Each worker runs its own models: share the cores between them rather than oversubscribe.
             settings = settings.model_copy(
@@ -106,7 +112,7 @@ def serve(settings: Settings) -> None:
             functools.partial(serving_app, settings), factory=True, workers=settings.workers,
             **server_options(settings),
         )  # fmt: skip
-        workers = Workers(config, sockets=[listening])
+        workers = Workers(config, sockets=[listening], engine=engine)
         stopped = threading.Event()
         if engine is not None:
             threading.Thread(target=stop_if_engine_dies, args=(engine, stopped), daemon=True).start()
@@ -148,7 +154,21 @@ def listening_socket(settings: Settings) -> socket.socket:
 class Workers(Multiprocess):
     """uvicorn's process manager, which also lets go of the listening socket when it stops: once the
     workers have drained and closed their copies, new connections are refused, not left unanswered in
-    a backlog that nobody accepts from."""
+    a backlog that nobody accepts from. SIGHUP looks for new model versions, in the processes that run
+    the models, rather than restart the workers."""
+
+    def __init__(
+        self, config: uvicorn.Config, sockets: list[socket.socket], engine: BaseProcess | None = None
+    ) -> None:
+        super().__init__(config, sockets=sockets)
+        self.engine = engine
+
+    def handle_hup(self) -> None:
+        models = [self.engine] if self.engine is not None else [p.process for p in self.processes]
+        logger.info("SIGHUP: looking for new model versions")
+        for process in models:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGHUP)
 
     def terminate_all(self) -> None:
         for listening in self.sockets:

@@ -5,6 +5,7 @@ shared queue state (`service.engine.queue_state`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ from service.errors import ModelNotReady, ServiceError
 from service.metrics import BatcherMetrics, ServiceMetrics
 from service.registry import ServedModels, locate_for
 from service.repository import ModelLoadError
+from service.tasks.base import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -149,10 +151,16 @@ class RemoteQueue:
     """A model's queue in the engine: `admit` and `submit_many` as a local batcher has them."""
 
     def __init__(
-        self, client: EngineClient, model: str, timeout_s: float, admission: RemoteAdmission | None = None
+        self,
+        client: EngineClient,
+        model: str,
+        version: str,
+        timeout_s: float,
+        admission: RemoteAdmission | None = None,
     ) -> None:
         self.client = client
         self.model = model
+        self.version = version
         self.timeout_s = timeout_s
         self.admission = admission
 
@@ -169,52 +177,119 @@ class RemoteQueue:
     async def submit_many(
         self, inputs: Sequence[np.ndarray], timeout_s: float | None = None
     ) -> list[np.ndarray]:
-        message = {"kind": "infer", "model": self.model, "timeout_s": timeout_s, **encode_inputs(inputs)}
+        message = {
+            "kind": "infer",
+            "model": self.model,
+            "version": self.version,
+            "timeout_s": timeout_s,
+            **encode_inputs(inputs),
+        }
         answer = await self.client.request(message, self.timeout_s)
         if answer.get("kind") == "error":
             raise_error(answer)
         return decode_outputs(answer)
 
 
+CHANGE_TIMEOUT_S = 600.0
+"""How long a worker waits for the model engine to make a repository change: load, warm up, and wait
+for every worker to switch."""
+
+
+class EngineRepository:
+    """The repository calls of an HTTP worker, made by the model engine, which runs the models."""
+
+    def __init__(self, client: EngineClient) -> None:
+        self.client = client
+
+    async def _ask(self, message: dict[str, Any], timeout_s: float = CHANGE_TIMEOUT_S) -> Any:
+        answer = await self.client.request(message, timeout_s)
+        if answer.get("kind") == "error":
+            raise_error(answer)
+        return answer["result"]
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        index: list[dict[str, str]] = await self._ask(
+            {"kind": "index", "ready_only": ready_only}, STATE_TIMEOUT_S
+        )
+        return index
+
+    async def load(self, name: str, version: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask({"kind": "load", "model": name, "version": version})
+        return result
+
+    async def unload(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ask({"kind": "unload", "model": name})
+        return result
+
+    async def scan(self) -> list[str]:
+        changed: list[str] = await self._ask({"kind": "scan"})
+        return changed
+
+
 class RemoteRegistry(ServedModels):
     """The registry of an HTTP worker whose models run in the model engine.
 
     The worker reads each model's metadata itself, to check inputs and build answers as a
-    single-process service does; readiness and the models' description come from the engine.
+    single-process service does; readiness and the models' description come from the engine. Each
+    front names the version it was made for in its requests, and the engine runs that version.
     """
 
-    def __init__(self, settings: Settings, client: EngineClient) -> None:
+    def __init__(self, settings: Settings, client: EngineClient, metrics: ServiceMetrics) -> None:
         super().__init__(settings)
-        self._client = client
+        self.client = client
+        self._metrics = metrics
+        self._board = open_board(settings.engine_address)
+        # An answer can wait in the engine's queue for up to queue_timeout_s, then take one model call.
+        self._timeout_s = settings.queue_timeout_s + 60.0
 
     @classmethod
-    async def open(cls, settings: Settings, metrics: ServiceMetrics | None = None) -> RemoteRegistry:
-        """The worker's fronts for the engine's models; `metrics` (the app's, else a set of its own)
-        count the requests this worker refuses before reading them."""
+    async def open(
+        cls,
+        settings: Settings,
+        metrics: ServiceMetrics | None = None,
+        versions: dict[str, str | None] | None = None,
+    ) -> RemoteRegistry:
+        """The worker's fronts for the engine's models, at the version `versions` names (None:
+        unloaded); `metrics` (the app's, else a set of its own) count the requests this worker refuses
+        before reading them."""
         client = EngineClient(settings.engine_address)
         client.start()
-        registry = cls(settings, client)
-        board = open_board(settings.engine_address)
-        metrics = metrics or ServiceMetrics(settings.multiprocess_dir)
-        # An answer can wait in the engine's queue for up to queue_timeout_s, then take one model call.
-        timeout_s = settings.queue_timeout_s + 60.0
-        for kind, name in registry._kinds:
-            try:
-                served, artifact = await asyncio.to_thread(locate_for, kind, name, settings)
-                batching = settings.batching_for(name)
-                slot = board.slot(name) if board is not None else None
-                admission = None
-                if board is not None and slot is not None:
-                    admission = RemoteAdmission(name, board, slot, refusal_metrics(metrics, name))
-                queue = RemoteQueue(client, name, timeout_s, admission)
-                registry._served(served.remote(artifact, batching, queue))
-            except ModelLoadError as exc:
-                registry._problems[name] = str(exc)
+        registry = cls(settings, client, metrics or ServiceMetrics(settings.multiprocess_dir))
+        for name, version in registry._to_load(versions):
+            with contextlib.suppress(ModelLoadError):  # kept for the routes
+                registry.swap(await registry.front(name, version))
         return registry
+
+    async def front(self, name: str, version: str | None) -> ServedModel[Any, Any]:
+        """A front for version `version` of model `name`, its metadata read and verified here."""
+        try:
+            served, artifact = await asyncio.to_thread(
+                locate_for, self.kind(name), name, self._settings, version
+            )
+        except ModelLoadError as exc:
+            if name not in self._models:
+                self._failed(name, str(exc))
+            raise
+        slot = self._board.slot(name) if self._board is not None else None
+        admission = None
+        if self._board is not None and slot is not None:
+            admission = RemoteAdmission(name, self._board, slot, refusal_metrics(self._metrics, name))
+        queue = RemoteQueue(self.client, name, artifact.version, self._timeout_s, admission)
+        return served.remote(artifact, self._settings.batching_for(name), queue)
+
+    def swap(self, model: ServedModel[Any, Any]) -> ServedModel[Any, Any] | None:
+        """Answer with `model` from now on; the front it replaces, which its requests still hold."""
+        return self._served(model)
+
+    def unload(self, name: str) -> ServedModel[Any, Any] | None:
+        return self._unserved(name)
+
+    def served_versions(self) -> dict[str, str]:
+        return {name: model.version for name, model in self._models.items()}
 
     async def _state(self) -> dict[str, Any] | None:
         try:
-            return await self._client.request({"kind": "state"}, STATE_TIMEOUT_S)
+            return await self.client.request({"kind": "state"}, STATE_TIMEOUT_S)
         except ModelNotReady:
             return None
 
@@ -234,4 +309,4 @@ class RemoteRegistry(ServedModels):
         return models
 
     async def close(self) -> None:
-        await self._client.close()
+        await self.client.close()

@@ -4,15 +4,19 @@ Each message is one ZeroMQ frame: a msgpack map with the protocol version `v`, a
 request's `id` (the worker's, echoed in the answer). Arrays travel as raw bytes in its field `data`.
 
 worker -> engine:
-- `infer`: `model`, the request's `timeout_s` (or nil), and the inputs as `dtype` and `shapes` (one
-  per input) with `data` holding them all, concatenated;
+- `infer`: `model`, the `version` of it that the worker's front checked the inputs for, the
+  request's `timeout_s` (or nil), and the inputs as `dtype` and `shapes` (one per input) with
+  `data` holding them all, concatenated;
 - `cancel`: the client of request `id` went away: drop its inputs that are still queued;
-- `state`: asks for readiness and the models' description.
+- `state`: asks for readiness and the models' description;
+- `index`, `load` (`model`, `version` or nil), `unload` (`model`), `scan`: a repository call that the
+  engine makes for every worker (`service.lifecycle`).
 
 engine -> worker:
 - `result`: the outputs, stacked, as `dtype`, `shape` and `data`;
 - `error`: a `ServiceError`'s class name, `message` and `errors`, raised again in the worker;
-- `state`: `readiness` and `models`, as `GET /health/ready` and `GET /models` show them.
+- `state`: `readiness` and `models`, as `GET /health/ready` and `GET /models` show them;
+- `done`: a repository call's `result`.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import numpy as np
 from service import errors
 from service.errors import ServiceError
 
-VERSION = 1
+VERSION = 2
 
 
 class ProtocolError(Exception):

@@ -34,13 +34,19 @@ from service.engine.protocol import (
 )
 from service.engine.queue_state import QueueStateBoard, board_path, share
 from service.errors import InferenceFailed, ServiceError
+from service.lifecycle.control import ControlFolder
+from service.lifecycle.leases import request_scope
+from service.lifecycle.manager import ModelsLifecycle, plan_versions
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
 from service.registry import ModelRegistry
+from service.tasks.base import ServedModel
 
 logger = logging.getLogger(__name__)
 
 RequestKey = tuple[bytes, int]
+CHANGES = ("index", "load", "unload", "scan")
+"""The repository calls a worker passes on to the engine."""
 
 STOP_SIGNAL = signal.SIGUSR1
 """What the server sends the model engine once its HTTP workers have finished: answer, then exit."""
@@ -55,9 +61,16 @@ class ModelEngine:
         self._server_pid = os.getppid()
 
     async def run(self, on_ready: Callable[[], None]) -> None:
-        self._registry = await ModelRegistry.open(
-            self.settings, ServiceMetrics(self.settings.multiprocess_dir)
+        assert self.settings.control_dir is not None, "the server makes the control folder first"
+        folder = ControlFolder(self.settings.control_dir)
+        plan = folder.read()
+        metrics = ServiceMetrics(self.settings.multiprocess_dir)
+        self._registry = await ModelRegistry.open(self.settings, metrics, plan_versions(plan))
+        # The engine makes every change, and waits for the workers' fronts to follow it.
+        self._lifecycle = ModelsLifecycle(
+            self.settings, self._registry, folder, plan.generation, metrics, waits_for="front"
         )
+        self._lifecycle.start_polling()
         board = self._share_queue_states()
         self._channel = Channel(zmq.ROUTER, self._on_message)
         self._channel.socket.bind(self.address)
@@ -65,9 +78,11 @@ class ModelEngine:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(STOP_SIGNAL, self._stopping.set)
         loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         on_ready()
         logger.info("the model engine listens on %s", self.address)
         await self._stopping.wait()
+        await self._lifecycle.stop()
         await self._registry.close()  # queued inputs fail with 503; their answers go out below
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._channel.close(linger_ms=1000)
@@ -90,6 +105,12 @@ class ModelEngine:
         for name in self._registry.names():
             with contextlib.suppress(ServiceError):  # not loaded: the engine answers 503 for it
                 share(board, name, self._registry.loaded(name).batcher)
+
+        def on_served(model: ServedModel[Any, Any]) -> None:
+            if board.slot(model.name) is not None:  # a model added since has none: the engine refuses
+                share(board, model.name, model.batcher)
+
+        self._registry.on_served = on_served
         return board
 
     def _on_sigterm(self) -> None:
@@ -98,6 +119,10 @@ class ModelEngine:
             return
         logger.info("SIGTERM, and the server that started the model engine is gone: stopping")
         self._stopping.set()
+
+    def _on_sighup(self) -> None:
+        logger.info("SIGHUP: looking for new model versions")
+        self._lifecycle.background(self._lifecycle.scan())
 
     def _on_message(self, frames: list[bytes]) -> None:
         identity, frame = frames
@@ -108,8 +133,12 @@ class ModelEngine:
             return
         key = (identity, int(message.get("id", 0)))
         kind = message.get("kind")
-        if kind in ("infer", "state"):
-            work = self._infer(key, message) if kind == "infer" else self._state(key)
+        if kind in ("infer", "state", *CHANGES):
+            work = (
+                self._infer(key, message) if kind == "infer"
+                else self._state(key) if kind == "state"
+                else self._change(key, message)
+            )  # fmt: skip
             task = asyncio.get_running_loop().create_task(work)
             self._tasks[key] = task
             task.add_done_callback(lambda _: self._tasks.pop(key, None))
@@ -123,10 +152,36 @@ class ModelEngine:
         state = {"readiness": await self._registry.readiness(), "models": await self._registry.describe()}
         self._send(key, {"kind": "state", **state})
 
+    async def _change(self, key: RequestKey, message: dict[str, Any]) -> None:
+        """A repository call that a worker passed on: the engine makes it, for every worker."""
+        lifecycle, kind = self._lifecycle, message["kind"]
+        try:
+            if kind == "index":
+                result: Any = await lifecycle.index(bool(message.get("ready_only")))
+            elif kind == "load":
+                version = message.get("version")
+                result = await lifecycle.load(
+                    str(message["model"]), None if version is None else str(version)
+                )
+            elif kind == "unload":
+                result = await lifecycle.unload(str(message["model"]))
+            else:
+                result = await lifecycle.scan()
+            self._send(key, {"kind": "done", "result": result})
+        except ServiceError as exc:
+            self._send(key, error_message(exc))
+        except Exception as exc:
+            logger.exception("the model engine failed on a repository call (%s)", kind)
+            self._send(key, error_message(InferenceFailed(f"the model engine failed: {exc}")))
+
     async def _infer(self, key: RequestKey, message: dict[str, Any]) -> None:
         try:
-            model = self._registry.ready(str(message["model"]))
-            outputs = await model.batcher.submit_many(decode_inputs(message), message.get("timeout_s"))
+            with request_scope():
+                version = message.get("version")
+                model = self._registry.serving(
+                    str(message["model"]), None if version is None else str(version)
+                )
+                outputs = await model.batcher.submit_many(decode_inputs(message), message.get("timeout_s"))
             self._send(key, {"kind": "result", **encode_outputs(outputs)})
         except asyncio.CancelledError:
             return  # the worker's client went away: nobody waits for an answer

@@ -30,6 +30,7 @@ from service.errors import (
     error_content,
 )
 from service.headers import header
+from service.lifecycle.leases import request_scope
 from service.registry import Registry
 from service.tasks.base import Locate
 
@@ -58,7 +59,8 @@ class DirectRoute(ABC):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            content = await self.answer(scope, receive, scope["state"]["registry"])
+            with request_scope():  # the models it is given serve it to its end, even if swapped out
+                content = await self.answer(scope, receive, scope["state"]["registry"])
         except ServiceError as exc:
             await self.refuse(send, exc)
             return

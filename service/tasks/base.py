@@ -24,6 +24,7 @@ import numpy as np
 from service.batching import Batcher, InputT, OutputT
 from service.config import BatchSettings
 from service.errors import InvalidInput, ServiceError
+from service.lifecycle.leases import Leases
 from service.metrics import BatcherMetrics
 from service.repository import ModelArtifact, ModelLoadError
 from service.runtimes import Runtime
@@ -100,6 +101,8 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
         self._runtime: Runtime | None = None
         self._batcher: Batcher[InputT, OutputT] | None = None
         self.queue: InputQueue
+        self.leases = Leases()
+        """The requests that use this model now (`service.lifecycle.leases`)."""
 
     @classmethod
     def load(

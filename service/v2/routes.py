@@ -320,18 +320,3 @@ for suffix, endpoint, summary in ENDPOINTS:
         f"/models/{{model_name}}/versions/{{model_version}}{suffix}",
     ):
         router.add_api_route(path, endpoint, methods=["GET"], summary=summary, responses=MODEL_ERRORS)
-
-
-@router.post("/repository/index", summary="Every model and its state (Triton's repository index)")
-async def repository_index(registry: RegistryDep) -> list[dict[str, str]]:
-    states = await registry.readiness()
-    index = []
-    for name in registry.names():
-        try:
-            version = registry.loaded(name).version
-        except ServiceError:
-            version = ""
-        ready = states.get(name) == "ready"
-        index.append({"name": name, "version": version, "state": "READY" if ready else "UNAVAILABLE"}
-                     | ({} if ready else {"reason": states.get(name, "")}))  # fmt: skip
-    return index
