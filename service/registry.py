@@ -349,6 +349,7 @@ class ModelRegistry(ServedModels):
             await model.leases.idle()
             model.batcher.on_change = None
             await model.batcher.close()
+            model.release()
         finally:
             self._retiring.pop(key, None)
             if self.transitions.get(key, ("",))[0] == "UNLOADING":

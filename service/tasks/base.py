@@ -138,6 +138,11 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
     def version(self) -> str:
         return self.artifact.version
 
+    def release(self) -> None:
+        """Let go of the runtime (its session, its weights) at once, once the batcher has stopped; the
+        model and its batcher refer to each other, and would otherwise wait for the garbage collector."""
+        self._runtime = None
+
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
