@@ -31,8 +31,10 @@ from rnnserve_client.types import (
     ForecastInput,
     Health,
     Interval,
+    ModelChange,
     ModelInfo,
     ModelListing,
+    RepositoryEntry,
 )
 
 __all__ = [
@@ -49,10 +51,12 @@ __all__ = [
     "InputError",
     "Interval",
     "InvalidInputError",
+    "ModelChange",
     "ModelInfo",
     "ModelListing",
     "OverloadedError",
     "QueueTimeoutError",
+    "RepositoryEntry",
     "RnnserveError",
     "ServiceUnavailableError",
     "TransportError",

@@ -6,6 +6,7 @@ Everything but the sending lives in `_ClientBase` and the module's functions: th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -21,11 +22,14 @@ from rnnserve_client.types import (
     Forecast,
     ForecastInput,
     Health,
+    ModelChange,
     ModelListing,
+    RepositoryEntry,
 )
 
 DIGITS_PATH = "/predict/digit"
 FORECAST_PATH = "/forecast"
+REPOSITORY_PATH = "/v2/repository"
 
 
 class _ClientBase:
@@ -75,6 +79,14 @@ def _forecasts(response: httpx.Response, many: bool) -> list[Forecast]:
     data = _json_of(response)
     answers = data["forecasts"] if many else [data]
     return [Forecast.from_json(answer) for answer in answers]
+
+
+def _load_body(version: str | int | None) -> bytes:
+    return json.dumps({} if version is None else {"parameters": {"version": str(version)}}).encode()
+
+
+def _index(response: httpx.Response) -> list[RepositoryEntry]:
+    return [RepositoryEntry.from_json(entry) for entry in _json_of(response)]
 
 
 def _health(live: httpx.Response, ready: httpx.Response) -> Health:
@@ -152,6 +164,27 @@ class Client(_ClientBase):
     def models(self) -> ModelListing:
         """The models served: versions, metadata, backend, device and batching settings."""
         return ModelListing.from_json(_json_of(self._transport.request("GET", "/models")))
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        """Every version of every model in the service's repository, with its state and, when not
+        READY, why."""
+        body = json.dumps({"ready": ready_only}).encode()
+        return _index(self._transport.request("POST", REPOSITORY_PATH + "/index", content=body))
+
+    def load_model(self, name: str, version: str | int | None = None) -> ModelChange:
+        """Serve version `version` of model `name` (None: the newest in the repository), in every process
+        of the service, without a restart; a model not served before is added. Needs an admin key
+        (`Client(api_key=<admin key>)`). Raises `ApiError` (400) with the reason if the version cannot
+        be loaded, in which case the version served before still is."""
+        path = f"{REPOSITORY_PATH}/models/{name}/load"
+        return ModelChange.from_json(
+            _json_of(self._transport.request("POST", path, content=_load_body(version)))
+        )
+
+    def unload_model(self, name: str) -> ModelChange:
+        """Stop serving model `name` (its requests in flight finish first); needs an admin key."""
+        path = f"{REPOSITORY_PATH}/models/{name}/unload"
+        return ModelChange.from_json(_json_of(self._transport.request("POST", path)))
 
     def _predict(self, body: Body, model: str | None) -> list[DigitPrediction]:
         return _digits(self._post(DIGITS_PATH, body, model), body.many)
@@ -231,6 +264,22 @@ class AsyncClient(_ClientBase):
     async def models(self) -> ModelListing:
         """See `Client.models`."""
         return ModelListing.from_json(_json_of(await self._transport.request("GET", "/models")))
+
+    async def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        """See `Client.repository_index`."""
+        body = json.dumps({"ready": ready_only}).encode()
+        return _index(await self._transport.request("POST", REPOSITORY_PATH + "/index", content=body))
+
+    async def load_model(self, name: str, version: str | int | None = None) -> ModelChange:
+        """See `Client.load_model`."""
+        path = f"{REPOSITORY_PATH}/models/{name}/load"
+        answer = await self._transport.request("POST", path, content=_load_body(version))
+        return ModelChange.from_json(_json_of(answer))
+
+    async def unload_model(self, name: str) -> ModelChange:
+        """See `Client.unload_model`."""
+        path = f"{REPOSITORY_PATH}/models/{name}/unload"
+        return ModelChange.from_json(_json_of(await self._transport.request("POST", path)))
 
     async def _predict(self, body: Body, model: str | None) -> list[DigitPrediction]:
         return _digits(await self._post(DIGITS_PATH, body, model), body.many)

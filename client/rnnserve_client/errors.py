@@ -70,7 +70,8 @@ class ApiError(RnnserveError):
 
 
 class AuthenticationError(ApiError):
-    """401: the service wants an API key (`Client(api_key=...)`), or the one sent is wrong."""
+    """401: the service wants an API key (`Client(api_key=...)`), or the one sent is wrong; 403: the key
+    may not do this (loading and unloading models needs an admin key), or the service allows nobody to."""
 
 
 class InvalidInputError(ApiError):
@@ -91,6 +92,7 @@ class QueueTimeoutError(ApiError):
 
 _ERROR_CLASSES: dict[int, type[ApiError]] = {
     401: AuthenticationError,
+    403: AuthenticationError,
     413: InvalidInputError,
     415: InvalidInputError,
     422: InvalidInputError,
@@ -107,14 +109,17 @@ def api_error(
     retry_after_s: float | None = None,
     attempts: int = 1,
 ) -> ApiError:
-    """The exception for an error answer. The service answers `{"detail": ..., "errors": [...]}`;
-    anything else (a proxy's HTML page, say) is carried as text."""
+    """The exception for an error answer. The service answers `{"detail": ..., "errors": [...]}`, and
+    `{"error": ...}` on the V2 protocol's routes; anything else (a proxy's HTML page, say) is carried as
+    text."""
     body: Any
     try:
         body = json.loads(content)
     except ValueError:
         body = content.decode("utf-8", errors="replace")
-    if isinstance(body, dict) and isinstance(body.get("detail"), str):
+    if isinstance(body, dict) and isinstance(body.get("error"), str):  # the V2 protocol's shape
+        message, errors = body["error"], []
+    elif isinstance(body, dict) and isinstance(body.get("detail"), str):
         message = body["detail"]
         errors = [
             ErrorItem(loc=str(item.get("loc", "")), msg=str(item.get("msg", "")))

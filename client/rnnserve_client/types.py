@@ -194,3 +194,44 @@ class ModelListing:
             requested_device=str(data["requested_device"]),
             models=[ModelInfo.from_json(model) for model in data["models"]],
         )
+
+
+@dataclass(frozen=True)
+class RepositoryEntry:
+    """One version of one model in the repository index: READY (served), LOADING, UNLOADING or
+    UNAVAILABLE, with `reason` when it is not READY."""
+
+    name: str
+    version: str
+    state: str
+    reason: str | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RepositoryEntry:
+        reason = data.get("reason")
+        return cls(
+            str(data["name"]),
+            str(data["version"]),
+            str(data["state"]),
+            None if reason is None else str(reason),
+        )
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """What a load or unload did: the model's `version` served now ("" once unloaded), its `state`,
+    whether anything `changed`, and how long the change took in `seconds` (None if nothing changed)."""
+
+    name: str
+    version: str
+    state: str
+    changed: bool
+    seconds: float | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelChange:
+        seconds = data.get("seconds")
+        return cls(
+            str(data["name"]), str(data.get("version", "")), str(data["state"]), bool(data["changed"]),
+            None if seconds is None else float(seconds),
+        )  # fmt: skip

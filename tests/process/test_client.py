@@ -36,6 +36,7 @@ from rnnserve_client import (
     InputError,
     InvalidInputError,
     OverloadedError,
+    RepositoryEntry,
     RnnserveError,
     ServiceUnavailableError,
     TransportError,
@@ -591,3 +592,40 @@ def test_the_readme_example_runs(
     assert lines[0].startswith("Health(live=True, ready=True")
     assert lines[1].split()[0] == str(labels[0])
     assert lines[-1].startswith("422 series: has 3 values; series_gru needs 16 to 4096")
+
+
+def test_the_repository_calls(tmp_path: Path) -> None:
+    with running_service(tmp_path / "server.log", api_keys="user", admin_keys="admin") as served:
+        with Client(served, api_key="admin") as admin:
+            index = admin.repository_index()
+            assert RepositoryEntry("sine_gru", "2", "READY") in index
+            assert all(entry.state == "READY" for entry in admin.repository_index(ready_only=True))
+            change = admin.load_model("sine_gru", 1)
+            assert (change.version, change.state, change.changed) == ("1", "READY", True)
+            assert change.seconds is not None and change.seconds > 0
+            assert admin.forecast(SINE, horizon=2, model="sine_gru").version == "1"
+            assert admin.load_model("sine_gru").version == "2"
+            with pytest.raises(ApiError) as missing:
+                admin.load_model("sine_gru", 9)
+            unloaded = admin.unload_model("digit_gru")
+            assert (unloaded.name, unloaded.version, unloaded.state, unloaded.changed) == (
+                "digit_gru", "", "UNAVAILABLE", True
+            )  # fmt: skip
+        with Client(served, api_key="user") as user, pytest.raises(AuthenticationError) as refused:
+            user.unload_model("digit_gru")
+    assert missing.value.status_code == 404 and "has no version '9'" in missing.value.message
+    assert refused.value.status_code == 403 and refused.value.message.startswith(
+        "this key is not an admin key"
+    )
+
+
+async def test_the_async_repository_calls(digits: tuple[np.ndarray, list[int]], tmp_path: Path) -> None:
+    images, _ = digits
+    with running_service(tmp_path / "server.log", admin_keys="admin") as served:
+        async with AsyncClient(served, api_key="admin") as admin:
+            assert (await admin.load_model("digit_lstm", "1")).version == "1"
+            assert (await admin.predict_digit(images[0])).version == "1"
+            unloaded = await admin.unload_model("digit_gru")
+            assert (unloaded.state, unloaded.changed) == ("UNAVAILABLE", True)
+            states = {(e.name, e.version): e for e in await admin.repository_index()}
+            assert states[("digit_gru", "2")].reason == "not loaded: model digit_gru was unloaded"
