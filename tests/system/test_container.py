@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -295,7 +296,7 @@ def test_compose_passes_every_deployment_setting_through() -> None:
     from service.config import Settings
 
     fixed_by_the_image = {"host", "port", "model_dir"}
-    internal = {"engine_address", "multiprocess_dir"}
+    internal = {"engine_address", "multiprocess_dir", "control_dir"}
     wanted = {
         f"RNNSERVE_{name.upper()}" for name in Settings.model_fields.keys() - fixed_by_the_image - internal
     }
@@ -647,3 +648,49 @@ def test_train_cpu_image_runs_a_dry_run(pip_conf: str, tmp_path: Path, mnist_dir
     assert sorted(p for p in (REPO_ROOT / "models").rglob("*")) == repo_models_before, (
         "it wrote into ./models"
     )
+
+
+@pytest.mark.slow
+def test_compose_serves_new_versions_from_the_mounted_repository(cpu_image: str) -> None:
+    """The Compose sequence without the training: a new version written into the mounted repository is
+    served by the poll, and a load call goes back to another, with no rebuild and no restart."""
+    models = Path(tempfile.mkdtemp(prefix="rnnserve-compose-models-"))
+    models.chmod(0o755)  # the service runs as uid 10001
+    shutil.copytree(REPO_ROOT / "models", models, dirs_exist_ok=True)
+    port = free_port()
+    env = compose_env(
+        COMPOSE_PROJECT_NAME=f"{PROJECT}-lifecycle", HTTP_PORT=str(port), MODELS_DIR=str(models),
+        RNNSERVE_ADMIN_KEYS="compose-admin", RNNSERVE_MODEL_POLL_S="1",
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    resolved = yaml.safe_load(compose("--profile", "cpu", "config", env=env))
+    assert f"{models}:/app/models:ro" in resolved["services"]["api-cpu"]["volumes"]
+    try:
+        compose("--profile", "cpu", "up", "--detach", "--no-build", "api-cpu", env=env)
+        container = compose("ps", "-q", "api-cpu", env=env).strip()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while inspect(container)["State"]["Health"]["Status"] != "healthy":
+            assert time.monotonic() < deadline, f"not healthy:\n{docker('logs', container)}"
+            time.sleep(0.2)
+        started_at = inspect(container)["State"]["StartedAt"]
+        newest = int(_newest_version("digit_lstm"))
+        shutil.copytree(models / "digit_lstm" / "1", models / "digit_lstm" / str(newest + 1))
+        image = {"pixels": [[0] * 12 + [200] * 4 + [0] * 12] * 28}
+
+        def digit_version() -> str:
+            return str(httpx.post(f"{url}/predict/digit", json=image, timeout=30).json()["version"])
+
+        deadline = time.monotonic() + 60
+        while (served := digit_version()) != str(newest + 1):
+            assert time.monotonic() < deadline, f"still {served}:\n{docker('logs', container)}"
+            time.sleep(0.5)
+        load = httpx.post(
+            f"{url}/v2/repository/models/digit_lstm/load", json={"parameters": {"version": "1"}},
+            headers={"Authorization": "Bearer compose-admin"}, timeout=120,
+        )  # fmt: skip
+        assert load.status_code == 200, load.text
+        assert digit_version() == "1"
+        assert inspect(container)["State"]["StartedAt"] == started_at  # never restarted
+    finally:
+        compose("--profile", "cpu", "down", "--volumes", env=env)
+        shutil.rmtree(models, ignore_errors=True)
