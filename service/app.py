@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with serving_models(settings, service_metrics) as (registry, repository):
+            app.state.served_versions = registry.served_versions  # the API description follows it
             yield {"registry": registry, "repository": repository}
 
     app = FastAPI(

@@ -50,6 +50,8 @@ class Registry(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def served_versions(self) -> dict[str, str]: ...
+
     def loaded(self, name: str) -> ServedModel[Any, Any]: ...
 
     def ready(self, name: str) -> ServedModel[Any, Any]: ...
@@ -136,6 +138,10 @@ class ServedModels:
     def _failed(self, name: str, problem: str) -> None:
         self._kinds.setdefault(name, None)
         self._problems[name] = problem
+
+    def served_versions(self) -> dict[str, str]:
+        """The version of each model served now."""
+        return {name: model.version for name, model in self._models.items()}
 
     def _to_load(self, versions: dict[str, str | None] | None) -> list[tuple[str, str | None]]:
         """At start-up: each model to load and its version (None: as configured), from a plan's
@@ -376,9 +382,6 @@ class ModelRegistry(ServedModels):
         if model.batcher.problem is not None:
             raise ModelNotReady(f"model {name} is not ready: {model.batcher.problem}")
         return model
-
-    def served_versions(self) -> dict[str, str]:
-        return {name: model.version for name, model in self._models.items()}
 
     async def describe(self) -> list[dict[str, Any]]:
         """What GET /models shows: every model, loaded or not."""

@@ -284,9 +284,6 @@ class RemoteRegistry(ServedModels):
     def unload(self, name: str) -> ServedModel[Any, Any] | None:
         return self._unserved(name)
 
-    def served_versions(self) -> dict[str, str]:
-        return {name: model.version for name, model in self._models.items()}
-
     async def _state(self) -> dict[str, Any] | None:
         try:
             return await self.client.request({"kind": "state"}, STATE_TIMEOUT_S)

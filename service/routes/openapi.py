@@ -89,16 +89,16 @@ def openapi_operation(
 ) -> dict[str, Any]:
     """The OpenAPI operation of a POST route that reads its body itself: a JSON `request` (and
     `binary` bodies by content type) answered with one of `answers`, or an error."""
-    content: dict[str, Any] = {"application/json": {"schema": _inline_refs(request.model_json_schema())}}
+    content: dict[str, Any] = {"application/json": {"schema": inline_refs(request.model_json_schema())}}
     content.update(binary or {})
     responses: dict[str, Any] = {
         "200": {
             "description": "Successful Response",
-            "content": {"application/json": {"schema": _inline_refs(TypeAdapter(answers).json_schema())}},
+            "content": {"application/json": {"schema": inline_refs(TypeAdapter(answers).json_schema())}},
         }
     }
     for code, text in ERROR_DESCRIPTIONS.items():
-        schema = _inline_refs(ErrorBody.model_json_schema())
+        schema = inline_refs(ErrorBody.model_json_schema())
         responses[str(code)] = {"description": text, "content": {"application/json": {"schema": schema}}}
     return {
         "tags": ["predictions"],
@@ -119,7 +119,9 @@ def openapi_operation(
     }
 
 
-def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its `$defs` written out where they are used (OpenAPI documents resolve `$ref`s
+    from their own root, not from the schema)."""
     definitions = schema.pop("$defs", {})
 
     def resolve(node: Any) -> Any:
@@ -138,13 +140,16 @@ Catalog = dict[str, list[tuple[str, dict[str, Any]]]]
 """Per task, the models served (the default first) with their metadata."""
 
 
-def catalog(settings: Settings) -> Catalog:
-    """What the service is configured to serve, read from the metadata alone (nothing is verified)."""
+def catalog(settings: Settings, versions: dict[str, str] | None = None) -> Catalog:
+    """What the service serves, read from the metadata alone (nothing is verified): the models and
+    versions it serves now (`versions`), else what it is configured to serve."""
     names = [settings.digit_model, settings.forecast_model]
     names += settings.extra_models(model_names(settings.model_dir))
+    if versions is not None:
+        names = [name for name in dict.fromkeys([*names, *versions]) if name in versions]
     served: Catalog = {}
     for name in names:
-        pinned = settings.model_versions.get(name)
+        pinned = versions[name] if versions is not None else settings.model_versions.get(name)
         try:
             folder = (
                 pinned_version(settings.model_dir, name, pinned)
@@ -268,11 +273,17 @@ def document(app: FastAPI, routes: Sequence[DirectRoute], settings: Settings) ->
     """Add the direct routes' operations to the app's OpenAPI schema (and so to /docs), first, with the
     constraints of the models served."""
     framework_schema: Callable[[], dict[str, Any]] = app.openapi
+    made_for: list[object] = [None]
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
+        # Made again whenever the models served change (a load, an unload, the poll).
+        served_now = getattr(app.state, "served_versions", None)
+        versions = served_now() if served_now is not None else None
+        if app.openapi_schema is None or made_for[0] != versions:
+            app.openapi_schema = None
+            made_for[0] = versions
             schema = framework_schema()
-            served = catalog(settings)
+            served = catalog(settings, versions)
             direct = {}
             for route in routes:
                 for path, operation in {route.path: route.openapi, **route.also_documented}.items():

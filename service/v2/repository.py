@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from service.deps import RepositoryDep, SettingsDep
 from service.errors import Forbidden, InvalidInput, Unauthorized
 from service.responses import JSONBytesResponse
+from service.routes.openapi import inline_refs
 from service.security import presented_key
 
 router = APIRouter(prefix="/v2/repository", tags=["V2 protocol"])
@@ -83,13 +84,14 @@ def read_body(raw: bytes, schema: type[Body]) -> Body:
 
 
 def documented(schema: type[BaseModel]) -> dict[str, Any]:
-    content = {"application/json": {"schema": schema.model_json_schema()}}
+    content = {"application/json": {"schema": inline_refs(schema.model_json_schema())}}
     return {"requestBody": {"required": False, "content": content}}
 
 
 @router.post(
     "/index",
     summary="Every model version and its state (Triton's repository index)",
+    responses={400: {"description": 'The body is not `{}` or `{"ready": true|false}`'}},
     openapi_extra=documented(IndexRequest),
 )
 async def repository_index(request: Request, repository: RepositoryDep) -> JSONBytesResponse:

@@ -200,6 +200,9 @@ async def test_a_model_dropped_into_the_repository_is_added_by_a_load(
         answer = (await client.post("/forecast", json=SERIES | {"model": "sine_new"})).json()
         assert (answer["model"], answer["version"]) == ("sine_new", "2")
         assert "sine_new" in [m["name"] for m in (await client.get("/models")).json()["models"]]
+        # The API description follows: the new model is one of the choices of a forecast's "model".
+        described = (await client.get("/openapi.json")).json()["paths"]["/forecast"]["post"]["parameters"]
+        assert "sine_new" in next(p for p in described if p["name"] == "model")["schema"]["enum"]
 
 
 @pytest.mark.parametrize("fault", ["wrong checksum", "corrupt onnx", "missing folder"])

@@ -116,7 +116,7 @@ def test_sighup_serves_a_version_copied_in(server: tuple[str, Path, int]) -> Non
     assert versions_answered(url) == {"2"}
 
 
-@pytest.mark.parametrize("mode", ["2 workers inline", "2 workers, engine"])
+@pytest.mark.parametrize("mode", list(MODES))
 def test_the_poll_serves_a_version_once_complete(mode: str, tmp_path: Path) -> None:
     root = repository(tmp_path / "models")
     settings = MODES[mode] | {
