@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -63,6 +64,18 @@ def initial_plan(settings: Settings, names: list[str]) -> Plan:
         with contextlib.suppress(ModelLoadError):
             models[name] = Entry(version_folders(settings.model_dir, name)[-1].name)
     return Plan(1, models)
+
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def check_name(name: str) -> None:
+    """A model's name is a folder of the repository: never a path that leads out of it."""
+    if not MODEL_NAME.fullmatch(name):
+        raise NotFound(
+            f"{name!r} cannot name a model: a model's name starts with a letter or digit, followed by "
+            "letters, digits, '_', '-' or '.'"
+        )
 
 
 def plan_versions(plan: Plan) -> dict[str, str | None]:
@@ -211,6 +224,7 @@ class ModelsLifecycle(Follower):
         """Serve version `version` of model `name` (None: the newest on disk), in every process; a
         model not served before is added. Raises `NotFound`, or `InvalidInput` with why it failed."""
         started = time.monotonic()
+        check_name(name)
         async with self.folder.locked():
             plan = await self._caught_up()
             try:

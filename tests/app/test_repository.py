@@ -187,6 +187,8 @@ async def test_unloading_turns_to_the_next_model_of_the_task_then_503(
         assert (await client.post("/v2/repository/models/sine_gru/load", headers=ADMIN)).status_code == 200
         assert (await client.post("/forecast", json=SERIES)).json()["model"] == "sine_gru"
         assert (await client.post("/v2/repository/models/nothing/unload", headers=ADMIN)).status_code == 404
+        outside = await client.post("/v2/repository/models/..%2E/load", headers=ADMIN)
+        assert outside.status_code == 404 and "cannot name a model" in outside.json()["error"]
 
 
 async def test_a_model_dropped_into_the_repository_is_added_by_a_load(
