@@ -35,7 +35,10 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with serving_models(settings, service_metrics) as (registry, repository):
             app.state.served_versions = registry.served_versions  # the API description follows it
-            yield {"registry": registry, "repository": repository}
+            try:
+                yield {"registry": registry, "repository": repository}
+            finally:
+                del app.state.served_versions  # the app may outlive its models
 
     app = FastAPI(
         title="rnnserve",

@@ -393,4 +393,5 @@ class ModelRegistry(ServedModels):
         """Stop every batcher; inputs still queued are answered 503."""
         for model in [*self._models.values(), *self._retiring.values()]:
             await model.batcher.close()
+            model.release()
             self._metrics.model_ready.labels(model.name).set(0)
