@@ -16,7 +16,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import uvloop
@@ -153,21 +153,24 @@ class ModelEngine:
         self._send(key, {"kind": "state", **state})
 
     async def _change(self, key: RequestKey, message: dict[str, Any]) -> None:
-        """A repository call that a worker passed on: the engine makes it, for every worker."""
+        """A repository call that a worker passed on: the engine makes it, for every worker. A change
+        once started runs to its end, even if the worker's client goes away meanwhile."""
         lifecycle, kind = self._lifecycle, message["kind"]
+        work: Awaitable[Any]
+        if kind == "index":
+            work = lifecycle.index(bool(message.get("ready_only")))
+        elif kind == "load":
+            version = message.get("version")
+            work = lifecycle.load(str(message["model"]), None if version is None else str(version))
+        elif kind == "unload":
+            work = lifecycle.unload(str(message["model"]))
+        else:
+            work = lifecycle.scan()
         try:
-            if kind == "index":
-                result: Any = await lifecycle.index(bool(message.get("ready_only")))
-            elif kind == "load":
-                version = message.get("version")
-                result = await lifecycle.load(
-                    str(message["model"]), None if version is None else str(version)
-                )
-            elif kind == "unload":
-                result = await lifecycle.unload(str(message["model"]))
-            else:
-                result = await lifecycle.scan()
+            result = await asyncio.shield(work)
             self._send(key, {"kind": "done", "result": result})
+        except asyncio.CancelledError:
+            return  # nobody waits for the answer; the change goes on
         except ServiceError as exc:
             self._send(key, error_message(exc))
         except Exception as exc:

@@ -8,6 +8,7 @@ any other route. Errors are answered in the protocol's shape, `{"error": ...}`.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import Annotated, Any, TypeVar
 
@@ -111,9 +112,11 @@ async def load(
     version = read_body(await request.body(), LoadRequest).parameters.version
     if version is not None and not str(version).strip():
         raise InvalidInput("parameters.version is empty: name a version, or leave it out for the newest")
-    return JSONBytesResponse(await repository.load(model_name, None if version is None else str(version)))
+    # A change once started runs to its end, even if the caller goes away meanwhile.
+    change = repository.load(model_name, None if version is None else str(version))
+    return JSONBytesResponse(await asyncio.shield(change))
 
 
 @router.post("/models/{model_name}/unload", summary="Stop serving a model", responses=ERRORS)
 async def unload(model_name: str, repository: RepositoryDep, _: AdminDep) -> JSONBytesResponse:
-    return JSONBytesResponse(await repository.unload(model_name))
+    return JSONBytesResponse(await asyncio.shield(repository.unload(model_name)))
