@@ -206,7 +206,8 @@ class ServedModels:
         only if no model of the task could take it now. Once the body names its model, that model's
         queue decides."""
         refusals: list[tuple[ServiceError, InputQueue | None]] = []
-        for name in sorted(self.choices(kind), key=lambda n: n != self.default(kind)):
+        default = self.default(kind)
+        for name in sorted(self.choices(kind), key=lambda n: n != default):
             try:
                 queue = self._models[name].queue if name in self._models else self.ready(name).queue
             except ServiceError as exc:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from service.series import interval, normal_quantile, pad_left, recent_window
+from service.series import normal_quantile, pad_left, recent_window
 from training import evaluate_real
 from training.data import (
     V1_FAMILY,
@@ -270,49 +270,10 @@ def model_report(model_dir: Path, series: int = V2_SERIES) -> dict[str, Any]:
     }
 
 
-def plot_versions(path: Path, model_root: Path, versions: Sequence[str]) -> None:
-    """Forecasts of each version, with 95 % bands, on a held-out series of the short, family and long
-    sets (the one whose period is nearest 8, 32 and 160 steps)."""
-    from training import plots
-
-    panels = []
-    for name, period in (("short", 8.0), ("family", 32.0), ("long", 160.0)):
-        data = draw_set(name)
-        row = int(np.argmin(np.abs(data.period - period)))
-        history, truth = data.values[row, :V2_HISTORY], data.values[row, V2_HISTORY:]
-        forecasts = []
-        for version in versions:
-            model_dir = model_root / version
-            config = json.loads((model_dir / "metadata.json").read_text())["config"]
-            mean, std = run_onnx(
-                model_dir / "model.onnx", [history], config["context_length"], config["patch_size"]
-            )
-            mean, std = mean[0, :EVAL_HORIZON], std[0, :EVAL_HORIZON]
-            lower, upper = interval(mean, std, 95.0)
-            mae = float(np.abs(mean - truth).mean())
-            forecasts.append(
-                (f"v{version} (reads {config['context_length']}): MAE {mae:.2f}", mean, lower, upper)
-            )
-        shown = history[-max(96, int(3 * data.period[row])) :]
-        panels.append((f"{name}: P = {data.period[row]:.1f}", shown, truth, forecasts))
-    plots.forecast_comparison(path, panels, 95.0)
-
-
-def with_auto_ets(
-    root: Path, labels: Sequence[str], versions: Sequence[str], series: int, first: int
-) -> dict[str, Any]:
-    """AutoETS, seasonal naive and each version on the first `first` series of each set."""
-    subset: dict[str, Any] = {"series_per_set": first}
-    for label, version in zip(labels, versions, strict=True):
-        config = json.loads((root / version / "metadata.json").read_text())["config"]
-        path = root / version / "model.onnx"
-        subset[label] = evaluate_v2(path, config["context_length"], config["patch_size"], series, first)
-    subset["seasonal_naive"] = seasonal_naive_v2(series, first)
-    subset["auto_ets"] = auto_ets_v2(series, first=first)
-    return subset
-
-
 def main(argv: list[str] | None = None) -> None:
+    # Imported here: forecast_versions builds on this module's functions.
+    from training import forecast_versions
+
     parser = argparse.ArgumentParser(
         description="Evaluate forecaster versions on protocol v2 (the sine family), or on real series."
     )
@@ -387,14 +348,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.baselines is not None:
         report["seasonal_naive"] = seasonal_naive_v2(args.series)
         if args.ets_series:
-            subset = with_auto_ets(
+            subset = forecast_versions.with_auto_ets(
                 root, [f"{args.name} v{v}" for v in versions], versions, args.series, args.ets_series
             )
             report["first_series"] = subset
         else:
             report["auto_ets"] = auto_ets_v2(args.series)
     if args.plot:
-        plot_versions(args.plot, root, versions)
+        forecast_versions.plot_versions(args.plot, root, versions)
     text = json.dumps(report, indent=2) + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
