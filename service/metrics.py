@@ -75,8 +75,9 @@ class ServiceMetrics:
             registry=r, multiprocess_mode="livemin",
         )  # fmt: skip
         self.model_info = Gauge(
-            "rnnserve_model_info", "The model version served and where it runs (always 1).",
-            ["model", "version", "backend", "provider", "device"], registry=r, multiprocess_mode="livemax",
+            "rnnserve_model_info", "The model version served, its precision and where it runs (always 1).",
+            ["model", "version", "precision", "backend", "provider", "device"], registry=r,
+            multiprocess_mode="livemax",
         )  # fmt: skip
 
         self.model_loads = Counter(

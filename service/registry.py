@@ -16,8 +16,9 @@ from service.config import Settings
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServiceError, ShuttingDown
 from service.lifecycle.leases import hold
 from service.metrics import ServiceMetrics
+from service.precision import select
 from service.repository import ModelArtifact, ModelLoadError, locate, model_names
-from service.runtimes import load_runtime
+from service.runtimes import load_runtime, on_gpu
 from service.tasks import TASKS, Task
 from service.tasks.base import InputQueue, ServedModel
 from service.tasks.digits import DigitClassifier
@@ -82,7 +83,7 @@ def locate_for(
             f"{artifact.directory / 'metadata.json'}: task is {artifact.task!r}, but this model is "
             f"configured to serve {kind.task!r}; check RNNSERVE_DIGIT_MODEL / RNNSERVE_FORECAST_MODEL"
         )
-    return actual, artifact
+    return actual, select(artifact, settings.precision, settings.backend, lambda: on_gpu(settings))
 
 
 def unloaded_reason(name: str) -> str:
@@ -319,15 +320,15 @@ class ModelRegistry(ServedModels):
         self._info(model).set(1)
         self._metrics.model_ready.labels(model.name).set(1)
         logger.info(
-            "serving %s version %s with %s on %s (%s)", model.name, model.version, runtime.backend,
-            runtime.device, runtime.provider,
+            "serving %s version %s in %s with %s on %s (%s): %s", model.name, model.version, model.precision,
+            runtime.backend, runtime.device, runtime.provider, model.artifact.precision_reason,
         )  # fmt: skip
         return replaced
 
     def _info(self, model: ServedModel[Any, Any]) -> Any:
         runtime = model.runtime
         return self._metrics.model_info.labels(
-            model.name, model.version, runtime.backend, runtime.provider, runtime.device
+            model.name, model.version, model.precision, runtime.backend, runtime.provider, runtime.device
         )
 
     def swap(self, model: ServedModel[Any, Any]) -> ServedModel[Any, Any] | None:

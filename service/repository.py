@@ -34,6 +34,10 @@ class ModelArtifact:
     directory: Path
     file: Path
     metadata: dict[str, Any]
+    precision: str = "fp32"
+    """The precision of `file`'s graph: fp32, or int8 for a quantized variant (`service.precision`)."""
+    precision_reason: str = ""
+    """Why this graph serves rather than the version's other one."""
 
     @property
     def task(self) -> str:

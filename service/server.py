@@ -46,6 +46,7 @@ from service.lifecycle.control import ControlFolder
 from service.lifecycle.manager import initial_plan
 from service.logs import configure_logging
 from service.registry import model_kinds
+from service.runtimes import gpu_available
 
 ENGINE_STOP_MARGIN_S = 5.0
 """Once the workers are gone: how much longer than the shutdown timeout the model engine gets to exit."""
@@ -66,20 +67,11 @@ def server_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def gpu_available(settings: Settings) -> bool:
-    """Whether the chosen backend would run the models on a GPU (without loading a model)."""
-    if settings.backend == "torchscript":
-        import torch  # only for the TorchScript backend, which needs torch anyway
-
-        return bool(torch.cuda.is_available())
-    import onnxruntime
-
-    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
-
-
 def serve(settings: Settings) -> None:
-    mode = settings.engine_mode(gpu_available(settings) if settings.engine == "auto" else False)
-    settings = settings.model_copy(update={"workers": settings.worker_count()})
+    gpu = settings.device != "cpu" and gpu_available(settings)
+    mode = settings.engine_mode(gpu)
+    # Every process then chooses each model's precision the same way, without asking its runtime.
+    settings = settings.model_copy(update={"workers": settings.worker_count(), "gpu": gpu})
     listening = listening_socket(settings)
     if settings.workers == 1 and mode == "inline":
         config = uvicorn.Config(

@@ -33,6 +33,7 @@ class DigitPrediction(BaseModel):
     probabilities: list[float] = Field(description="Probability of each digit 0–9.")
     model: str
     version: str
+    precision: str = Field(description="The precision of the graph that answered: fp32 or int8.")
 
 
 class DigitPredictions(BaseModel):
@@ -52,6 +53,7 @@ class Forecast(BaseModel):
     )
     model: str
     version: str
+    precision: str = Field(description="The precision of the graph that answered: fp32 or int8.")
 
 
 class Forecasts(BaseModel):

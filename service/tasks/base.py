@@ -138,6 +138,11 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
     def version(self) -> str:
         return self.artifact.version
 
+    @property
+    def precision(self) -> str:
+        """fp32, or int8 when the version's quantized variant answers (`service.precision`)."""
+        return self.artifact.precision
+
     def release(self) -> None:
         """Let go of the runtime (its session, its weights) at once, once the batcher has stopped; the
         model and its batcher refer to each other, and would otherwise wait for the garbage collector."""
@@ -209,6 +214,8 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
             "task": self.task,
             "ready": self.batcher.serving and self.batcher.problem is None,
             **({"problem": self.batcher.problem} if self.batcher.problem else {}),
+            "precision": self.precision,
+            "precision_reason": self.artifact.precision_reason,
             "backend": self.runtime.backend,
             "execution_provider": self.runtime.provider,
             "device": self.runtime.device,

@@ -170,4 +170,5 @@ class DigitClassifier(ServedModel[np.ndarray, Scores]):
             "probabilities": probabilities,
             "model": self.name,
             "version": self.version,
+            "precision": self.precision,
         }

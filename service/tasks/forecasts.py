@@ -310,7 +310,13 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
         for level in query.levels:
             lower, upper = interval(mean, std, level)
             intervals[level_key(level)] = {"lower": lower, "upper": upper}
-        answer = {"forecast": mean, "intervals": intervals, "model": self.name, "version": self.version}
+        answer = {
+            "forecast": mean,
+            "intervals": intervals,
+            "model": self.name,
+            "version": self.version,
+            "precision": self.precision,
+        }
         if query.quantiles is not None:
             answer["quantiles"] = {quantile_key(q): quantile(mean, std, q) for q in query.quantiles}
         return answer

@@ -154,7 +154,9 @@ class InferTensors(DirectRoute):
         chosen = chosen_outputs(model.outputs, request.outputs, request.binary_output, arrays)
         outputs = await unless_disconnected(receive, model.infer(arrays, v2_place, timeout_s))
         tensors = [(Tensor(name, "FP32", outputs[name]), binary) for name, binary in chosen]
-        return encode_infer_response(model.name, model.version, request.id, tensors)
+        return encode_infer_response(
+            model.name, model.version, request.id, tensors, {"precision": model.precision}
+        )
 
     async def respond(self, send: Send, content: Any) -> None:
         body, header_length = content
@@ -298,6 +300,7 @@ async def model_config(
         "input": tensors(model.inputs),
         "output": tensors(model.outputs),
         "dynamic_batching": {"max_queue_delay_microseconds": int(model.batching.max_delay_ms * 1000)},
+        "parameters": {"precision": {"string_value": model.precision}},
     })  # fmt: skip
 
 

@@ -218,10 +218,14 @@ def _outputs(requested: Any) -> list[RequestedOutput] | None:
 
 
 def encode_infer_response(
-    model_name: str, model_version: str, request_id: str | None, outputs: list[tuple[Tensor, bool]]
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: list[tuple[Tensor, bool]],
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, int | None]:
     """The response body for `outputs`, each with whether it goes as binary data, and the length of its
-    JSON part when binary data follows (else None)."""
+    JSON part when binary data follows (else None); `parameters` are the response's own."""
     described, binary = [], []
     for tensor, as_binary in outputs:
         array = np.ascontiguousarray(tensor.array, dtype=DATATYPES[tensor.datatype])
@@ -235,6 +239,8 @@ def encode_infer_response(
     response: dict[str, Any] = {"model_name": model_name, "model_version": model_version}
     if request_id is not None:
         response["id"] = request_id
+    if parameters:
+        response["parameters"] = parameters
     response["outputs"] = described
     header = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
     if not binary:

@@ -119,7 +119,7 @@ async def test_a_request_without_the_new_fields_is_answered_as_before(
 ) -> None:
     body = {"series": SERIES, "horizon": 4, "model": "sine_gru"}
     answer = (await api_client.post("/forecast", json=body)).json()
-    assert list(answer) == ["forecast", "intervals", "model", "version"]
+    assert list(answer) == ["forecast", "intervals", "model", "version", "precision"]
     # The graph gets the tensors it always got (a series and its mask), so the same numbers come back.
     expected = onnx_forecast(models_dir, SERIES, 4, "sine_gru", "2")
     np.testing.assert_array_equal(np.float32(answer["forecast"]), expected)

@@ -77,7 +77,7 @@ async def test_the_index_names_every_version_and_why_it_is_not_served(
         assert entries[("sine_gru", "1")]["state"] == "UNAVAILABLE"
         assert entries[("sine_gru", "1")]["reason"] == "not loaded: version 2 is served"
         ready = (await client.post("/v2/repository/index", json={"ready": True})).json()
-        assert {(e["name"], e["version"]) for e in ready} == {("digit_lstm", "2"), ("sine_gru", "2")}
+        assert {(e["name"], e["version"]) for e in ready} == {("digit_lstm", "3"), ("sine_gru", "2")}
 
 
 async def test_loading_and_unloading_need_an_admin_key(serve: ServeApp, repository: Path) -> None:
@@ -126,7 +126,7 @@ async def test_a_version_is_swapped_in_and_back(serve: ServeApp, repository: Pat
         metrics = (await client.get("/metrics")).text
         assert 'rnnserve_model_loads_total{model="sine_gru",result="loaded"} 3.0' in metrics
         assert 'rnnserve_model_swap_seconds_count{model="sine_gru"} 2.0' in metrics
-        assert 'model="sine_gru",provider="CPUExecutionProvider",version="1"} 0.0' in metrics
+        assert 'model="sine_gru",precision="fp32",provider="CPUExecutionProvider",version="1"} 0.0' in metrics
 
 
 async def test_a_request_that_chose_the_old_version_finishes_on_it(serve: ServeApp, repository: Path) -> None:

@@ -51,10 +51,11 @@ async def test_a_digit_answer_has_the_contract_fields(
     response = await api_client.post("/predict/digit", json={"pixels": images[0].tolist()})
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"digit", "confidence", "probabilities", "model", "version"}
+    assert set(answer) == {"digit", "confidence", "probabilities", "model", "version", "precision"}
     assert answer["digit"] == labels[0]
     assert answer["model"] == "digit_lstm"
     assert answer["version"].isdigit()
+    assert answer["precision"] == "int8"  # the committed int8 graph, chosen by auto on this CPU host
     assert len(answer["probabilities"]) == 10
     assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     assert answer["confidence"] == max(answer["probabilities"])
@@ -169,8 +170,8 @@ async def test_a_forecast_answer_has_the_contract_fields(api_client: httpx.Async
     response = await api_client.post("/forecast", json={"series": sine(200), "horizon": 32})
     assert response.status_code == 200, response.text
     answer = response.json()
-    assert set(answer) == {"forecast", "intervals", "model", "version"}
-    assert answer["model"] == "series_gru"
+    assert set(answer) == {"forecast", "intervals", "model", "version", "precision"}
+    assert (answer["model"], answer["precision"]) == ("series_gru", "fp32")
     assert len(answer["forecast"]) == 32
     assert set(answer["intervals"]) == {"80", "95"}
     forecast = np.array(answer["forecast"])

@@ -29,7 +29,8 @@ def _only_version(root: Path) -> Path:
 
 def _assert_checksums(model_dir: Path) -> dict:
     metadata = json.loads((model_dir / "metadata.json").read_text())
-    assert set(metadata["files"]) == {"model.onnx", "model.pt"}
+    variants = {variant["onnx_file"] for variant in metadata.get("variants", {}).values()}
+    assert set(metadata["files"]) == {"model.onnx", "model.pt", *variants}
     for name, entry in metadata["files"].items():
         assert sha256_of(model_dir / name) == entry["sha256"], f"{model_dir / name} does not match its sha256"
         assert (model_dir / name).stat().st_size == entry["bytes"]

@@ -1,0 +1,92 @@
+"""Which precision answers (RNNSERVE_PRECISION), on the real app over ASGI: the committed int8 graphs on
+this CPU host by default, the float ones when asked; every answer, GET /models, V2 and the metrics say
+which, and the numbers are those of the graph named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import ServeApp
+
+DIGITS = {"digit_lstm": "3", "digit_gru": "3", "digit_rnn": "4"}
+
+
+def probabilities(path: Path, images: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(["probabilities"], {"pixels": images.astype(np.float32)})[0]
+
+
+def served(models: list[dict[str, Any]]) -> dict[str, tuple[str, str]]:
+    return {m["name"]: (m["precision"], m["precision_reason"]) for m in models}
+
+
+@pytest.mark.parametrize(
+    ("setting", "digits", "reason"),
+    [
+        ("auto", "int8", "auto on the CPU: int8, "),
+        ("fp32", "fp32", "RNNSERVE_PRECISION=fp32"),
+        ("int8", "int8", "RNNSERVE_PRECISION=int8"),
+    ],
+)
+async def test_each_answer_comes_from_the_graph_its_precision_names(
+    serve: ServeApp,
+    models_dir: Path,
+    mnist_test_set: tuple[np.ndarray, np.ndarray],
+    setting: str,
+    digits: str,
+    reason: str,
+) -> None:
+    images = mnist_test_set[0][:5]
+    async with serve(precision=setting) as (_, client):
+        models = served((await client.get("/models")).json()["models"])
+        for name in DIGITS:
+            assert models[name][0] == digits and models[name][1].startswith(reason), models[name]
+        assert models["series_gru"] == models["sine_gru"] == ("fp32", "the version has no int8 variant")
+
+        for name, version in DIGITS.items():
+            answer = await client.post(
+                f"/predict/digit?model={name}",
+                content=images.tobytes(),
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert answer.status_code == 200, answer.text
+            predictions = answer.json()["predictions"]
+            assert {(p["version"], p["precision"]) for p in predictions} == {(version, digits)}
+            graph = models_dir / name / version / ("model.int8.onnx" if digits == "int8" else "model.onnx")
+            np.testing.assert_allclose(
+                [p["probabilities"] for p in predictions], probabilities(graph, images), rtol=0, atol=1e-6
+            )
+        forecast = (await client.post("/forecast", json={"series": list(range(20)), "horizon": 2})).json()
+        assert (forecast["model"], forecast["precision"]) == ("series_gru", "fp32")
+
+
+async def test_v2_and_the_metrics_name_the_precision(
+    serve: ServeApp, mnist_test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    image = mnist_test_set[0][0].astype(np.float32)
+    body = {
+        "inputs": [
+            {"name": "pixels", "datatype": "FP32", "shape": [1, 28, 28], "data": image.ravel().tolist()}
+        ]
+    }
+    async with serve() as (_, client):
+        answer = (await client.post("/v2/models/digit_gru/infer", json=body)).json()
+        assert (answer["model_version"], answer["parameters"]) == ("3", {"precision": "int8"})
+        config = (await client.get("/v2/models/digit_gru/config")).json()
+        assert config["parameters"] == {"precision": {"string_value": "int8"}}
+        forecast = await client.post(
+            "/v2/models/sine_gru/infer",
+            json={
+                "inputs": [{"name": "series", "datatype": "FP32", "shape": [1, 20], "data": list(range(20))}]
+            },
+        )
+        assert forecast.json()["parameters"] == {"precision": "fp32"}, forecast.text
+        metrics = (await client.get("/metrics")).text
+    assert 'model="digit_gru",precision="int8",provider="CPUExecutionProvider",version="3"} 1.0' in metrics
+    assert 'model="sine_gru",precision="fp32",provider="CPUExecutionProvider",version="2"} 1.0' in metrics

@@ -1,0 +1,161 @@
+"""Which graph answers (service.precision), on the committed versions' metadata, and the committed int8
+variants run again on the full MNIST test set beside their float graphs: the parity their metadata
+states."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from service.config import Settings
+from service.precision import MAX_ACCURACY_DROP_POINTS, MAX_BATCH_DIFFERENCE, choose, select
+from service.repository import ModelLoadError, locate, read_metadata
+from training.calibrate import expected_calibration_error
+from training.quantize import BATCH_CHECK_IMAGES, batch_dependence, probabilities_of
+
+# The versions written by training.quantize: each the float graph of the version before, plus int8.
+VARIANTS = {"digit_lstm": "3", "digit_gru": "3", "digit_rnn": "4"}
+
+
+def metadata_of(models_dir: Path, name: str) -> dict[str, Any]:
+    return read_metadata(models_dir / name / VARIANTS[name])
+
+
+def cpu() -> bool:
+    return False
+
+
+def gpu() -> bool:
+    return True
+
+
+def never() -> bool:
+    raise AssertionError("the device does not matter here, so it is not asked")
+
+
+def meeting_every_rule(metadata: dict[str, Any]) -> dict[str, Any]:
+    """`metadata` with an int8 variant whose measurements meet every rule of auto."""
+    changed = copy.deepcopy(metadata)
+    changed["variants"]["int8"]["metrics"].update(
+        accuracy_drop_points=0.0, cpu_speedup=2.0, batch_max_probability_difference=0.0
+    )
+    return changed
+
+
+def test_auto_serves_each_committed_int8_variant_on_the_cpu_and_float_on_a_gpu(models_dir: Path) -> None:
+    for name in VARIANTS:
+        metadata = metadata_of(models_dir, name)
+        on_cpu = choose(metadata, "auto", "onnx", cpu)
+        assert (on_cpu.precision, on_cpu.file) == ("int8", "model.int8.onnx"), on_cpu.reason
+        assert on_cpu.reason.startswith("auto on the CPU: int8, "), on_cpu.reason
+        on_gpu = choose(metadata, "auto", "onnx", gpu)
+        assert (on_gpu.precision, on_gpu.file) == ("fp32", None)
+
+
+def test_auto_serves_int8_on_the_cpu_only_when_every_rule_holds(models_dir: Path) -> None:
+    good = meeting_every_rule(metadata_of(models_dir, "digit_lstm"))
+    chosen = choose(good, "auto", "onnx", cpu)
+    assert (chosen.precision, chosen.file) == ("int8", "model.int8.onnx")
+    assert chosen.reason.startswith("auto on the CPU: int8, 2.00× less CPU per image")
+    assert choose(good, "auto", "onnx", gpu).precision == "fp32"
+    assert choose(good, "auto", "onnx", gpu).reason.startswith("auto on a GPU: float")
+    assert choose(good, "auto", "torchscript", never).precision == "fp32"
+
+    def breaking(**metrics: Any) -> str:
+        bad = copy.deepcopy(good)
+        bad["variants"]["int8"]["metrics"].update(metrics)
+        choice = choose(bad, "auto", "onnx", cpu)
+        assert (choice.precision, choice.file) == ("fp32", None)
+        return choice.reason
+
+    assert "0.20 point less accurate" in breaking(accuracy_drop_points=MAX_ACCURACY_DROP_POINTS + 0.1)
+    assert "0.0100 above" in breaking(test_ece=good["variants"]["int8"]["metrics"]["test_ece_fp32"] + 0.01)
+    assert "1.05×" in breaking(cpu_speedup=1.05)
+    assert "up to 0.0010" in breaking(batch_max_probability_difference=0.001)
+    assert "no accuracy, calibration, speed and batch" in breaking(cpu_speedup=None)
+    dry = copy.deepcopy(good)
+    dry["variants"]["int8"]["dry_run"] = True
+    assert "dry run" in choose(dry, "auto", "onnx", cpu).reason
+
+
+def test_the_setting_overrides_auto_and_a_model_without_a_variant_stays_float(models_dir: Path) -> None:
+    lstm = metadata_of(models_dir, "digit_lstm")
+    assert choose(lstm, "int8", "onnx", never).file == "model.int8.onnx"
+    assert choose(meeting_every_rule(lstm), "fp32", "onnx", never).file is None
+    plain = read_metadata(models_dir / "series_gru" / "1")
+    for wanted in ("auto", "fp32", "int8"):
+        choice = choose(plain, wanted, "onnx", never)
+        assert (choice.precision, choice.file, choice.reason) == (
+            "fp32",
+            None,
+            "the version has no int8 variant",
+        )
+    with pytest.raises(ValidationError, match="precision int8 needs the onnx backend"):
+        Settings(precision="int8", backend="torchscript")
+
+
+def test_a_corrupt_int8_graph_is_refused_by_its_checksum(models_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(models_dir / "digit_lstm" / "3", tmp_path / "digit_lstm" / "3")
+    artifact = locate(tmp_path, "digit_lstm", "onnx")
+    assert select(artifact, "fp32", "onnx", never).file.name == "model.onnx"
+    int8 = select(artifact, "int8", "onnx", never)
+    assert (int8.file.name, int8.precision, int8.precision_reason) == (
+        "model.int8.onnx",
+        "int8",
+        "RNNSERVE_PRECISION=int8",
+    )
+    with (tmp_path / "digit_lstm" / "3" / "model.int8.onnx").open("r+b") as handle:
+        handle.seek(1000)
+        handle.write(b"\x00\x01\x02\x03")
+    with pytest.raises(ModelLoadError, match=r"model\.int8\.onnx: sha256 is .* but metadata.json says"):
+        select(artifact, "int8", "onnx", never)
+
+
+@pytest.mark.slow  # three models, float and int8, on 10,000 images: about 15 s
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_each_committed_int8_variant_measures_as_its_metadata_says(
+    name: str, models_dir: Path, mnist_test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """Accuracy within 0.1 point of the float graph on the whole test set, the same digit for at least
+    99.5 % of the images, calibration kept, answers free of their batch, and exactly the numbers
+    recorded in metadata.json."""
+    images, labels = mnist_test_set
+    folder = models_dir / name / VARIANTS[name]
+    metadata = read_metadata(folder)
+    metrics = metadata["variants"]["int8"]["metrics"]
+    assert metadata["variants"]["int8"]["dry_run"] is False and metrics["test_images"] == len(labels)
+    assert metadata["onnx_file"] == "model.onnx" and metadata["precision"] == "fp32"
+    assert (folder / "model.onnx").read_bytes() == (
+        models_dir / name / metadata["derived_from"]["version"] / "model.onnx"
+    ).read_bytes()
+
+    ours = probabilities_of(folder / "model.int8.onnx", images, threads=1, label="int8")
+    theirs = probabilities_of(folder / "model.onnx", images, threads=1, label="fp32")
+    accuracy, accuracy_fp32 = (
+        float((ours.argmax(1) == labels).mean()),
+        float((theirs.argmax(1) == labels).mean()),
+    )
+    assert (accuracy, accuracy_fp32) == (metrics["test_accuracy"], metrics["test_accuracy_fp32"])
+    assert 100 * (accuracy_fp32 - accuracy) <= MAX_ACCURACY_DROP_POINTS
+    agreement = float((ours.argmax(1) == theirs.argmax(1)).mean())
+    assert agreement == metrics["argmax_agreement"] and agreement >= 0.995
+    assert float(np.abs(ours - theirs).max()) == pytest.approx(
+        metrics["max_probability_difference"], abs=1e-6
+    )
+    ece = expected_calibration_error(ours, labels)
+    assert ece == pytest.approx(metrics["test_ece"], abs=1e-6)
+    assert ece <= expected_calibration_error(theirs, labels) + 0.005
+    assert ece <= 0.01  # the calibration target of the float graphs, met by the graph served on CPUs
+
+    checked = images[:BATCH_CHECK_IMAGES]
+    float_difference = batch_dependence(folder / "model.onnx", checked, threads=1)
+    assert float_difference <= MAX_BATCH_DIFFERENCE  # float: rounding only
+    assert float_difference == pytest.approx(metrics["batch_max_probability_difference_fp32"], abs=1e-7)
+    difference = batch_dependence(folder / "model.int8.onnx", checked, threads=1)
+    assert difference == metrics["batch_max_probability_difference"] == 0.0  # every row on its own
