@@ -14,7 +14,7 @@ $(PY) -m pytest -ra $(1) || { status=$$?; [ $$status != 5 ] || \
   exit $$status; }
 endef
 
-.PHONY: help tiers mnist install install-dev serve loadtest bench soak docs train-digit train-forecast train-series \
+.PHONY: help tiers mnist install install-dev serve loadtest bench bench-gpu soak docs train-digit train-forecast train-series \
   lint typecheck test test-fast test-unit test-app test-process test-system check-containers rehearsal \
   load-tools browser-tools container-tools system-tools clean
 
@@ -54,8 +54,20 @@ loadtest: $(VENV)/.dev-installed ## latency and throughput at concurrency 1 and 
 	$(PY) scripts/loadtest.py --serve
 
 # Not part of `make test`: it takes long, and its numbers belong in the README, not in asserts.
-bench: load-tools $(VENV)/.bench-installed ## the full benchmark into reports/bench/ (hey; ~30 min, long)
+bench: load-tools $(VENV)/.bench-installed ## the full benchmark into reports/bench/ (hey; ~40 min, long)
 	$(PY) scripts/bench.py --out reports/bench $(BENCH_ARGS)
+
+# On a GPU host: onnxruntime-gpu (the gpu extra, in place of onnxruntime: one module, never both) and
+# torch for the TorchScript backend. `BENCH_ARGS=--dry-run` runs the same cells on the CPU in about a minute.
+bench-gpu: load-tools $(VENV)/.bench-gpu-installed ## the GPU benchmark into reports/bench-gpu/ (ORT and TorchScript on CUDA)
+	$(PY) scripts/bench.py --gpu --out reports/bench-gpu $(BENCH_ARGS)
+
+$(VENV)/.bench-gpu-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip uninstall -q -y onnxruntime
+	$(PY) -m pip install -q -e '.[gpu,bench,torchscript]'
+	touch $@
 
 # The README's soak run; `make test` runs a one-minute version (tests/process/test_soak.py).
 soak: load-tools $(VENV)/.serve-installed ## 15 min at 70 % of capacity into reports/soak/ (hey; long)

@@ -1,9 +1,11 @@
-"""What the benchmark compares rnnserve with: ONNX Runtime alone, in the bench process, and the baseline
-servers that `python scripts/bench.py --serve KIND --port N` runs (an empty FastAPI endpoint, one ONNX
-Runtime call per request, LitServe)."""
+"""What the benchmark compares rnnserve with: ONNX Runtime alone, in the bench process (the float graphs,
+and digit_lstm's int8 variant; on the CPU or with the CUDA provider), and the baseline servers that
+`python scripts/bench.py --serve KIND --port N` runs (an empty FastAPI endpoint, one ONNX Runtime call
+per request, LitServe)."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,20 +16,42 @@ from fastapi import FastAPI, Request, Response  # module-level: FastAPI resolves
 REPO = Path(__file__).resolve().parent.parent
 ORT_BATCHES, ORT_FORECAST_BATCHES = (1, 8, 64, 256), (1, 64)
 BASELINE_KINDS = ("floor", "one-call", "litserve")
+FORECASTER = "series_gru"  # the service's default forecaster
+
+
+def newest_version(name: str) -> Path:
+    versions = [p for p in (REPO / "models" / name).iterdir() if p.name.isdigit()]
+    return max(versions, key=lambda p: int(p.name))
 
 
 def newest_model(name: str) -> Path:
-    versions = [p for p in (REPO / "models" / name).iterdir() if p.name.isdigit()]
-    return max(versions, key=lambda p: int(p.name)) / "model.onnx"
+    return newest_version(name) / "model.onnx"
 
 
-def ort_session(path: Path) -> Any:
-    """An ONNX Runtime CPU session whose idle threads sleep instead of spinning."""
+def int8_variant(version: Path) -> Path | None:
+    """The int8 graph of a model version (`variants.int8` in its metadata.json); None when it has none."""
+    variant = json.loads((version / "metadata.json").read_text()).get("variants", {}).get("int8")
+    return version / variant["onnx_file"] if isinstance(variant, dict) else None
+
+
+def ort_session(path: Path, device: str = "cpu") -> Any:
+    """An ONNX Runtime session on the CPU, or with the CUDA provider first for `device` "cuda"; idle CPU
+    threads sleep instead of spinning."""
     import onnxruntime as ort
 
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        available = ort.get_available_providers()
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError(
+                f"ONNX Runtime {ort.__version__} here has no CUDAExecutionProvider (only "
+                f"{', '.join(available)}): install onnxruntime-gpu in place of onnxruntime "
+                "(pip install -e '.[gpu]'), or add --dry-run to run the GPU mode on the CPU"
+            )
+        providers.insert(0, "CUDAExecutionProvider")
     options = ort.SessionOptions()
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
 def runs_per_second(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> float:
@@ -40,19 +64,37 @@ def runs_per_second(session: Any, feeds: dict[str, np.ndarray], seconds: float) 
     return runs / elapsed
 
 
-def ort_alone(seconds: float = 1.0) -> list[dict[str, Any]]:
-    """Inputs per second of ONNX Runtime itself, in this process, at a few batch sizes."""
+def ort_alone(seconds: float = 1.0, device: str = "cpu", int8: bool = True) -> list[dict[str, Any]]:
+    """Inputs per second of ONNX Runtime itself, in this process, at a few batch sizes: digit_lstm's
+    newest float graph (and, with `int8`, its int8 variant) and the default forecaster's. Each row:
+    model, precision, batch, inputs_per_s and the provider that ran it."""
     rng, rows = np.random.default_rng(0), []
-    digits, forecaster = ort_session(newest_model("digit_lstm")), ort_session(newest_model("sine_gru"))
-    for batch in ORT_BATCHES:
-        pixels = rng.integers(0, 256, size=(batch, 28, 28)).astype(np.float32)
-        rate = runs_per_second(digits, {"pixels": pixels}, seconds)
-        rows.append({"model": "digit_lstm", "batch": batch, "inputs_per_s": rate * batch})
+    version = newest_version("digit_lstm")
+    graphs = [("fp32", version / "model.onnx")]
+    if int8 and (variant := int8_variant(version)) is not None:
+        graphs.append(("int8", variant))
+    for precision, path in graphs:
+        session = ort_session(path, device)
+        for batch in ORT_BATCHES:
+            pixels = rng.integers(0, 256, size=(batch, 28, 28)).astype(np.float32)
+            rate = runs_per_second(session, {"pixels": pixels}, seconds)
+            rows.append(ort_row("digit_lstm", precision, batch, rate, session))
+    forecaster = ort_session(newest_model(FORECASTER), device)
     for batch in ORT_FORECAST_BATCHES:
         series = rng.normal(size=(batch, 256)).astype(np.float32)
-        rate = runs_per_second(forecaster, {"series": series, "mask": np.ones_like(series)}, seconds)
-        rows.append({"model": "sine_gru", "batch": batch, "inputs_per_s": rate * batch})
+        known = {"series": series, "mask": np.ones_like(series), "season": np.zeros((batch, 1), np.float32)}
+        feeds = {i.name: known[i.name] for i in forecaster.get_inputs()}
+        rate = runs_per_second(forecaster, feeds, seconds)
+        rows.append(ort_row(FORECASTER, "fp32", batch, rate, forecaster))
     return rows
+
+
+def ort_row(model: str, precision: str, batch: int, runs_per_s: float, session: Any) -> dict[str, Any]:
+    """One row of `ort_alone`: inputs per second, and the provider that ran them."""
+    provider = session.get_providers()[0]
+    return dict(
+        model=model, precision=precision, batch=batch, inputs_per_s=runs_per_s * batch, provider=provider
+    )
 
 
 def digit_answer(probabilities: np.ndarray) -> dict[str, Any]:

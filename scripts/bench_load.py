@@ -1,5 +1,6 @@
-"""The benchmark's load runner: `hey` on each cell (one input form at one concurrency), with the server's
-CPU, memory and batch sizes measured around it, repeats interleaved across servers."""
+"""The benchmark's load runner: `hey` (or tritonclient, bench_triton.py) on each cell (one input form at
+one concurrency), with the server's CPU, memory and batch sizes measured around it, repeats interleaved
+across servers."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 
 from bench_forms import Form
 from bench_servers import Server, start, stop
+from bench_triton import run_tritonclient
 from local_server import http_get
 from process_stats import process_tree, process_tree_cpu, process_tree_rss, read_proc
+from prometheus_client.parser import text_string_to_metric_families
 
 IDLE_CPU_LIMIT_PERCENT = 2.0  # above it, a server runs only during its own cells
 
@@ -36,26 +39,41 @@ class Cell:
     errors: int = 0  # non-2xx answers + hey's error lines
     requests: int = 0  # answers of any status
     mean_batch: float | None = None
+    batch_sizes: dict[str, float] | None = None  # model calls per batch-size bucket ("le" bound)
     cpu_us: float | None = None  # server CPU per answer, whole process tree
     rss_mb: float | None = None  # the largest process
     rss_total_mb: float | None = None  # every process of the server
     note: str = ""
 
 
-def batch_totals(url: str, model: str) -> tuple[float, float] | None:
-    """(inputs, model calls) so far for `model`, from rnnserve's /metrics; None when unreadable."""
+def batch_metrics(url: str, model: str) -> dict[str, float] | None:
+    """The `rnnserve_batch_size` histogram of `model` so far, from rnnserve's /metrics: "sum" (inputs),
+    "count" (model calls) and each bucket's cumulative count under its bound ("1.0", ..., "+Inf");
+    None when unreadable."""
     status, text = http_get(url + "/metrics")
     found = {}
-    for line in text.splitlines() if status == 200 else []:
-        for part in ("sum", "count"):
-            if line.startswith(f"rnnserve_batch_size_{part}{{") and f'model="{model}"' in line:
-                found[part] = float(line.rsplit(" ", 1)[1])
-    return (found["sum"], found["count"]) if len(found) == 2 else None
+    for family in text_string_to_metric_families(text) if status == 200 else []:
+        if family.name != "rnnserve_batch_size":
+            continue
+        for sample in (s for s in family.samples if s.labels.get("model") == model):
+            part = sample.name.removeprefix("rnnserve_batch_size_")
+            if part in ("bucket", "sum", "count"):
+                found[sample.labels["le"] if part == "bucket" else part] = sample.value
+    return found if "sum" in found and "count" in found else None
+
+
+def batch_sizes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Model calls per bucket between two readings of `batch_metrics` (not cumulative)."""
+    bounds = sorted((k for k in after if k not in ("sum", "count")), key=float)
+    cumulative = [after[b] - before.get(b, 0.0) for b in bounds]
+    return {b: c - p for b, c, p in zip(bounds, cumulative, [0.0, *cumulative[:-1]], strict=True)}
 
 
 def run_hey(url: str, form: Form, body_file: Path, concurrency: int, seconds: float) -> dict[str, Any]:
     """One `hey -z` run, its summary parsed: total_s, p50_ms, p99_ms, statuses, errors, note."""
     command = ["hey", "-z", f"{seconds:g}s", "-c", str(concurrency), "-m", "POST", "-T", form.content_type]
+    for header in form.headers:
+        command += ["-H", header]
     command += ["-D", str(body_file), url + form.route]
     result: dict[str, Any] = {"statuses": Counter(), "errors": 0, "note": ""}
     try:
@@ -82,18 +100,19 @@ def run_hey(url: str, form: Form, body_file: Path, concurrency: int, seconds: fl
 def measure_cell(
     server: Server, form: Form, body: Path, concurrency: int, repeat: int, args: argparse.Namespace
 ) -> Cell:
-    """Warm up, then one measured `hey` run with the server's CPU, batches and memory around it."""
+    """Warm up, then one measured run (`hey`, or tritonclient for its form) with the server's CPU, batches
+    and memory around it."""
     cell = Cell(server.name, form.name, concurrency, repeat)
     if not server.running():
         cell.note = "the server is not running"
         return cell
-    pid = server.pid
-    run_hey(server.url, form, body, concurrency, args.warmup)
-    batches = batch_totals(server.url, form.model) if server.metrics else None
+    pid, run = server.pid, run_tritonclient if form.driver == "tritonclient" else run_hey
+    run(server.url, form, body, concurrency, args.warmup)
+    batches = batch_metrics(server.url, form.model) if server.metrics else None
     cpu = process_tree_cpu(pid)
-    hey = run_hey(server.url, form, body, concurrency, args.duration)
+    hey = run(server.url, form, body, concurrency, args.duration)
     cpu = process_tree_cpu(pid) - cpu
-    after = batch_totals(server.url, form.model) if batches else None
+    after = batch_metrics(server.url, form.model) if batches else None
     statuses: Counter[int] = hey["statuses"]
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     cell.requests, cell.errors = statuses.total(), statuses.total() - ok + hey["errors"]
@@ -105,8 +124,9 @@ def measure_cell(
         cell.inputs_per_s = cell.req_s * form.inputs
     if cell.requests:
         cell.cpu_us = cpu * 1e6 / cell.requests
-    if batches and after and after[1] > batches[1]:
-        cell.mean_batch = (after[0] - batches[0]) / (after[1] - batches[1])
+    if batches and after and after["count"] > batches["count"]:
+        cell.mean_batch = (after["sum"] - batches["sum"]) / (after["count"] - batches["count"])
+        cell.batch_sizes = batch_sizes(batches, after)
     cell.rss_mb, cell.rss_total_mb = process_tree_rss(pid)
     if server.process and not server.running():
         cell.note += f" (the server exited with status {server.process.returncode})"
@@ -119,6 +139,7 @@ def start_all(server_list: list[Server], logs: Path) -> list[Server]:
         print(f"starting {server.name}", file=sys.stderr)
         if start(server, logs):
             tree = process_tree(server.pid)
+            server.processes = len(tree)
             server.torch_loaded = any("libtorch" in read_proc(pid, "maps") for pid in tree)
             if len(tree) < server.min_processes:
                 server.notes.append(f"{len(tree)} process: the workers setting seems to have no effect")
@@ -165,7 +186,8 @@ def measure_all(args: argparse.Namespace, live: list[Server], forms: dict[str, F
 
 
 def medians(cells: list[Cell]) -> list[Cell]:
-    """One cell per (server, form, concurrency): medians over repeats, errors summed, RSS the largest."""
+    """One cell per (server, form, concurrency): medians over repeats, errors and batch sizes summed,
+    RSS the largest."""
     groups: dict[tuple[str, str, int], list[Cell]] = {}
     for cell in cells:
         groups.setdefault((cell.server, cell.form, cell.concurrency), []).append(cell)
@@ -179,5 +201,8 @@ def medians(cells: list[Cell]) -> list[Cell]:
         cell.rss_mb = max((c.rss_mb for c in group if c.rss_mb is not None), default=None)
         cell.rss_total_mb = max((c.rss_total_mb for c in group if c.rss_total_mb is not None), default=None)
         cell.note = "; ".join(sorted({c.note for c in group if c.note}))
+        histograms = [c.batch_sizes for c in group if c.batch_sizes]
+        bounds = dict.fromkeys(b for h in histograms for b in h)
+        cell.batch_sizes = {b: sum(h.get(b, 0.0) for h in histograms) for b in bounds} or None
         merged.append(cell)
     return merged

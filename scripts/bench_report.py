@@ -1,5 +1,5 @@
-"""The benchmark's report: the goal ratios, Markdown tables, a header on the run, and the plot, written
-into OUT/bench.md, OUT/bench.json and OUT/bench.png."""
+"""The benchmark's report: the goal ratios, Markdown tables (bench_tables.py), a header on the run, and
+the plot, written into OUT/bench.md, OUT/bench.json and OUT/bench.png."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 import os
 import platform
 import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from bench_servers import (
     WORKERS_INLINE,
     Server,
 )
+from bench_tables import batch_sizes, fmt, int8_vs_float, md_table, rest_vs_v2, workers, yes_no
 
 
 @dataclass
@@ -64,10 +67,11 @@ def ratios(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Serve
     cpu = div(get(DEFAULT, name="cpu_us"), get(FLOOR, name="cpu_us"))
     p50 = div(get(DEFAULT, concurrency=1, name="p50_ms"), get(ONE_CALL, concurrency=1, name="p50_ms"))
     images = [v for c in (8, 64) if (v := get(DEFAULT, "64-images", c, "inputs_per_s")) is not None]
-    ort64 = next((r["inputs_per_s"] for r in ort if r["model"] == "digit_lstm" and r["batch"] == 64), None)
+    digits = (r for r in ort if r["model"] == "digit_lstm" and r["precision"] == "fp32")
+    ort64 = next((r["inputs_per_s"] for r in digits if r["batch"] == 64), None)
     forecast = div(get(DEFAULT, "forecast"), get(BATCH_1, "forecast"))
     rss = max((c.rss_mb for c in cells if c.server == DEFAULT and c.rss_mb is not None), default=None)
-    torch = next(s.torch_loaded for s in server_list if s.name == DEFAULT)
+    torch = next((s.torch_loaded for s in server_list if s.name == DEFAULT), None)
     return [
         Ratio("json-pixels c=64 req/s ÷ HTTP floor's", div(ours, get(FLOOR)), ">= 0.45"),
         Ratio("json-pixels c=64 req/s ÷ one ORT call per request's", div(ours, get(ONE_CALL)), ">= 2"),
@@ -99,25 +103,34 @@ def ratios(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Serve
     ]
 
 
-def fmt(value: float | None, digits: int = 1) -> str:
-    return "" if value is None else f"{value:,.{digits}f}"
-
-
-def yes_no(flag: bool | None) -> str:
-    return "—" if flag is None else ("yes" if flag else "no")
-
-
-def md_table(title: str, columns: str, rows: list[list[Any]]) -> list[str]:
-    """A Markdown section; `columns` is "a|b:|c", a trailing ":" right-aligns the column."""
-    names = columns.split("|")
-    align = ["---:" if name.endswith(":") else "---" for name in names]
-    head = [f"| {' | '.join(name.rstrip(':') for name in names)} |", f"|{'|'.join(align)}|"]
-    return [f"## {title}", "", *head, *(f"| {' | '.join(map(str, row))} |" for row in rows), ""]
-
-
 def server_row(server: Server) -> list[str]:
     status = "; ".join(filter(None, [server.error, *server.notes])) or "measured"
-    return [server.name, status, fmt(server.idle_cpu_percent), yes_no(server.torch_loaded)]
+    idle, processes = fmt(server.idle_cpu_percent), "" if server.processes is None else str(server.processes)
+    return [
+        server.name,
+        status,
+        idle,
+        yes_no(server.torch_loaded),
+        processes,
+        served_as(server, "digit_lstm"),
+    ]
+
+
+def served_as(server: Server, model: str) -> str:
+    """How `server` said (GET /models) it serves `model`: version, precision, device, provider."""
+    found = server.models.get(model)
+    if not found:
+        return ""
+    where = f"{found['backend']} on {found['device']}"
+    if found.get("execution_provider"):
+        where += f" ({found['execution_provider']})"
+    return f"v{found['version']} {found['precision']}, {where}"
+
+
+SERVERS_COLUMNS = "server|status|idle CPU %:|torch loaded|processes:|digit_lstm as served (GET /models)"
+ORT_COLUMNS = "model|precision|batch:|provider|inputs/s:"
+CELL_COLUMNS = "server|form|c:|req/s:|inputs/s:|p50 ms:|p99 ms:|errors:|mean batch:|CPU µs/req:"
+CELL_COLUMNS += "|RSS MB (largest process / all):|note"
 
 
 def cell_row(cell: Cell) -> list[str]:
@@ -127,22 +140,48 @@ def cell_row(cell: Cell) -> list[str]:
     return [cell.server, cell.form, str(cell.concurrency), *speed, *cost, cell.note]
 
 
-def tables(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Server], rows: list[Ratio]) -> str:
-    ort_rows = [[r["model"], r["batch"], fmt(r["inputs_per_s"], 0)] for r in ort]
-    columns = "server|form|c:|req/s:|inputs/s:|p50 ms:|p99 ms:|errors:|mean batch:|CPU µs/req:"
-    columns += "|RSS MB (largest process / all):|note"
-    return "\n".join(
-        md_table("Servers", "server|status|idle CPU %:|torch loaded", [server_row(s) for s in server_list])
-        + md_table("ONNX Runtime alone, in the bench process", "model|batch:|inputs/s:", ort_rows)
+def ort_table_row(row: dict[str, Any]) -> list[str]:
+    return [row["model"], row["precision"], row["batch"], row["provider"], fmt(row["inputs_per_s"], 0)]
+
+
+def common_tables(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Server]) -> list[str]:
+    return (
+        md_table("Servers", SERVERS_COLUMNS, [server_row(s) for s in server_list])
+        + md_table("ONNX Runtime alone, in the bench process", ORT_COLUMNS, [ort_table_row(r) for r in ort])
         + md_table(
             "Cells: median over repeats (errors summed, RSS the largest)",
-            columns,
+            CELL_COLUMNS,
             [cell_row(c) for c in cells],
         )
+    )
+
+
+def tables(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Server], rows: list[Ratio]) -> str:
+    """The report's body on the CPU: the servers, ONNX Runtime alone, the cells, the goal ratios and the
+    comparisons (those with measured cells)."""
+    return "\n".join(
+        common_tables(cells, ort, server_list)
         + md_table(
             "Ratios (the default rnnserve unless named)", "ratio|measured:|goal|met", [r.row() for r in rows]
         )
+        + rest_vs_v2(cells)
+        + int8_vs_float(cells, ort)
+        + workers(cells, server_list)
     )
+
+
+def gpu_tables(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Server]) -> str:
+    """The report's body in the GPU mode: the servers, ONNX Runtime alone, the cells and their batch sizes."""
+    return "\n".join(common_tables(cells, ort, server_list) + batch_sizes(cells))
+
+
+def gpu_name() -> str:
+    """The GPUs nvidia-smi lists, or "none" where it is missing or lists none."""
+    if shutil.which("nvidia-smi") is None:
+        return "none (no nvidia-smi)"
+    query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+    done = subprocess.run(query, capture_output=True, text=True, timeout=30, check=False)
+    return "; ".join(done.stdout.strip().splitlines()) or f"none ({done.stderr.strip()[:100]})"
 
 
 def header(args: argparse.Namespace, levels: tuple[int, ...]) -> str:
@@ -154,12 +193,16 @@ def header(args: argparse.Namespace, levels: tuple[int, ...]) -> str:
     versions = f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}"
     versions += f", uvicorn {uvicorn.__version__}"
     command = " ".join(shlex.quote(a) for a in ["python", *sys.argv])
+    mode = "CPU: rnnserve beside its baselines"
+    if args.gpu:
+        mode = f"GPU: rnnserve with RNNSERVE_DEVICE={args.device}" + (" (dry run)" if args.dry_run else "")
+        versions += f"; GPU: {gpu_name()}"
     return (
         f"# rnnserve benchmark\n\n- date: {datetime.now(UTC):%Y-%m-%d %H:%M UTC}\n"
         f"- machine: {cpu or platform.processor()}, {os.cpu_count()} cores; {versions}\n"
-        f"- command: `{command}`\n"
-        f"- each cell: {args.warmup:g} s warm-up, then `hey -z {args.duration:g}s`; concurrency "
-        f"{', '.join(map(str, levels))}; {args.repeats} repeat(s), interleaved across servers\n"
+        f"- command: `{command}`\n- mode: {mode}\n"
+        f"- each cell: {args.warmup:g} s warm-up, then `hey -z {args.duration:g}s` (tritonclient: as long); "
+        f"concurrency {', '.join(map(str, levels))}; {args.repeats} repeat(s), interleaved across servers\n"
         "- req/s counts 2xx answers; CPU is the server's whole process tree, per answer; mean batch is "
         "from the server's /metrics (with several workers, from whichever worker answered /metrics)\n\n"
     )

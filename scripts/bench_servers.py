@@ -1,23 +1,27 @@
-"""The servers under test: rnnserve in several configurations and the baselines, each a command that
-runs on its own free port, started and stopped with all its processes."""
+"""The servers under test: rnnserve in several configurations and the baselines (or, for a GPU machine,
+rnnserve on CUDA with each backend), each a command that runs on its own free port, started and stopped
+with all its processes; what each rnnserve said it serves (GET /models) is kept beside it."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
+from typing import Any
 
 import local_server
-from bench_forms import DIGIT_FORMS
-from local_server import ServerNotReady, free_port, service_environment, start_server
+from bench_forms import DIGIT_FORMS, GPU_FORMS, INT8_FORMS, REST_VS_V2, V2_FORMS, WORKER_FORMS
+from local_server import ServerNotReady, free_port, http_get, service_environment, start_server
 
 BENCH = Path(__file__).resolve().parent / "bench.py"  # its hidden `--serve KIND` runs a baseline
 DEFAULT, BATCH_1, GRANIAN = "rnnserve", "rnnserve, max_batch_size 1", "rnnserve on granian"
 WORKERS_ENGINE, WORKERS_INLINE = "rnnserve, 2 workers, shared engine", "rnnserve, 2 workers, independent"
 ONE_WORKER = "rnnserve, 1 worker"
+INT8, FP32 = "rnnserve, RNNSERVE_PRECISION=int8", "rnnserve, RNNSERVE_PRECISION=fp32"
 FLOOR, ONE_CALL, LITSERVE = "HTTP floor (empty FastAPI)", "one ORT call per request", "LitServe"
 
 
@@ -38,6 +42,8 @@ class Server:
     on_demand: bool = False  # stopped between its turns
     idle_cpu_percent: float | None = None
     torch_loaded: bool | None = None
+    processes: int | None = None  # in its process tree, once started
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # GET /models: name -> what serves it
 
     @property
     def url(self) -> str:
@@ -62,13 +68,16 @@ def servers(levels: tuple[int, ...]) -> list[Server]:
     bench = [python, str(BENCH), "--port", "{port}", "--serve"]
     granian = [python, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
     granian += ["--port", "{port}", "--workers", "1", "--log-level", "warning", "service.app:create_app"]
-    every = dict.fromkeys((*DIGIT_FORMS, "forecast"), levels)
+    every = dict.fromkeys((*DIGIT_FORMS, *V2_FORMS, "forecast"), levels)
+    int8_forms = dict.fromkeys(INT8_FORMS, levels)
     usual, pixels = {"json-pixels": levels, "forecast": levels}, {"json-pixels": levels}
     two_workers = {"RNNSERVE_WORKERS": "2"}
     found = [
         Server(DEFAULT, service, {}, every),
         Server(BATCH_1, service, {"RNNSERVE_MAX_BATCH_SIZE": "1"}, usual | {"64-images": levels}),
         Server(ONE_WORKER, service, {"RNNSERVE_WORKERS": "1"}, usual | {"64-images": levels}),
+        Server(INT8, service, {"RNNSERVE_PRECISION": "int8"}, int8_forms),
+        Server(FP32, service, {"RNNSERVE_PRECISION": "fp32"}, int8_forms),
         Server(WORKERS_ENGINE, service, two_workers | {"RNNSERVE_ENGINE": "process"}, usual, min_processes=2),
         Server(WORKERS_INLINE, service, two_workers | {"RNNSERVE_ENGINE": "inline"}, pixels, min_processes=2),
         Server(GRANIAN, granian, {}, usual, requires="granian"),
@@ -76,10 +85,58 @@ def servers(levels: tuple[int, ...]) -> list[Server]:
         Server(ONE_CALL, [*bench, "one-call"], {}, pixels, "/docs", metrics=False),
         Server(LITSERVE, [*bench, "litserve"], {}, pixels, "/health", metrics=False, requires="litserve"),
     ]
+    return installed(found)
+
+
+def gpu_servers(levels: tuple[int, ...], device: str) -> list[Server]:
+    """rnnserve in its default configuration on `device` (cuda; cpu for a dry run), on ONNX Runtime and on
+    TorchScript, with the forms of GPU_FORMS at `levels`."""
+    service, forms = [sys.executable, "-m", "service"], dict.fromkeys(GPU_FORMS, levels)
+    backends: list[tuple[dict[str, str], str]] = [({}, ""), ({"RNNSERVE_BACKEND": "torchscript"}, "torch")]
+    found = []
+    for backend, requires in backends:
+        env = backend | {"RNNSERVE_DEVICE": device}
+        name = "rnnserve, " + " ".join(f"{k}={v}" for k, v in env.items())
+        found.append(Server(name, service, env, forms, requires=requires))
+    return installed(found)
+
+
+def installed(found: list[Server]) -> list[Server]:
+    """`found`, with `error` set on each server whose optional module is not installed."""
     for server in found:
         if server.requires and find_spec(server.requires) is None:
             server.error = f"not installed (pip install {server.requires} to include it)"
     return found
+
+
+PARTS: dict[str, dict[str, tuple[str, ...]]] = {
+    "v2": {DEFAULT: (*dict.fromkeys(REST_VS_V2.values()), *V2_FORMS)},
+    "int8": {INT8: INT8_FORMS, FP32: INT8_FORMS},
+    "workers": dict.fromkeys((ONE_WORKER, DEFAULT, WORKERS_ENGINE, WORKERS_INLINE), WORKER_FORMS),
+}
+"""What `--only PART` measures: the servers of one comparison, each with the forms it needs."""
+
+
+def select(server_list: list[Server], parts: list[str]) -> list[Server]:
+    """The servers that `parts` (keys of PARTS) name, each with only the forms they name."""
+    wanted: dict[str, set[str]] = {}
+    for part in parts:
+        for name, forms in PARTS[part].items():
+            wanted.setdefault(name, set()).update(forms)
+    chosen = [server for server in server_list if server.name in wanted]
+    for server in chosen:
+        server.forms = {form: levels for form, levels in server.forms.items() if form in wanted[server.name]}
+    return chosen
+
+
+def served_models(url: str) -> dict[str, dict[str, Any]]:
+    """What rnnserve at `url` says of each model it serves (GET /models): version, backend, device,
+    execution provider, precision and why."""
+    status, text = http_get(url + "/models")
+    if status != 200:
+        return {}
+    keys = ("version", "backend", "device", "execution_provider", "precision", "precision_reason")
+    return {m["name"]: {k: m.get(k) for k in keys} for m in json.loads(text).get("models", [])}
 
 
 def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
@@ -88,7 +145,8 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
     Inherited RNNSERVE_* variables are dropped, so that it runs the configuration its name says; its
     output is appended to its log in `logs`."""
     server.port = free_port()
-    env = service_environment(server.port, {"log_level": "WARNING"}) | server.env
+    # No drain after SIGTERM: nothing balances load here, and each stop would wait for it.
+    env = service_environment(server.port, {"log_level": "WARNING", "drain_s": "0"}) | server.env
     log = logs / (re.sub(r"\W+", "-", server.name).strip("-") + ".log")
     argv = [arg.replace("{port}", str(server.port)) for arg in server.argv]
     try:
@@ -111,6 +169,8 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
             server.error = f"exited with status {exc.returncode}: {' / '.join(tail)[-300:]}"
         server.process = None
         return False
+    if server.metrics:
+        server.models = served_models(server.url)
     return True
 
 

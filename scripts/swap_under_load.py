@@ -163,8 +163,9 @@ def first_new_answers(run: Swapping) -> list[float]:
 def run_mode(key: str, args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     mode, settings = MODES[key]
     folder = scratch / key
-    for name in FORMS:
-        shutil.copytree(REPO / "models" / name, folder / "models" / name)
+    for name in FORMS:  # versions 1 and 2 of each, the newest served at the start
+        for version in ("1", "2"):
+            shutil.copytree(REPO / "models" / name / version, folder / "models" / name / version)
     chosen = settings | {
         "model_dir": str(folder / "models"), "forecast_model": "sine_gru", "models": "",
         "admin_keys": ADMIN_KEY, "log_level": "WARNING", "drain_s": "0",

@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "int8"] = Field(
         default="auto",
         description="Which graph serves a model that has an int8 variant (ONNX only). auto: int8 on the CPU "
-        "where its measured accuracy is at most 0.1 point below the float graph's, its calibration kept "
-        "and it is faster; float on a GPU. fp32: always float. int8: the int8 variant wherever there is one.",
+        "where its measured accuracy is at most 0.1 point below the float graph's, its calibration kept, "
+        "its answers free of their batch and it is faster; float on a GPU. fp32: always float. int8: the "
+        "int8 variant wherever there is one.",
     )
     threads: int = Field(
         default=0,
@@ -259,6 +260,10 @@ class Settings(BaseSettings):
         if self.engine != "auto":
             return self.engine
         return "process" if self.worker_count() > 1 and gpu_available and self.device != "cpu" else "inline"
+
+    def model_threads(self) -> int:
+        """`threads` with 0 resolved to the cores this process may use, as ONNX Runtime resolves it."""
+        return self.threads or len(os.sched_getaffinity(0))
 
     def worker_count(self) -> int:
         """`workers` with 0 resolved to the number of usable cores (at most MAX_AUTO_WORKERS)."""

@@ -7,13 +7,16 @@ file and its measurements beside the float graph on the MNIST test set. RNNSERVE
 - `int8`: the int8 variant of every model that has one (the others answer in float);
 - `auto` (the default): the int8 variant on the CPU where its measurements show that it pays and keeps
   the service's promises: accuracy at most 0.1 point below the float graph's, expected calibration
-  error at most 0.005 above it, at least 1.1× less CPU per image, and answers that do not depend on the
-  batch they were computed in. On a GPU, float: ONNX Runtime runs the int8 operators on the CPU.
+  error at most 0.005 above it, at least 1.1× less CPU per image at batch 64 and at most 1.1× more for
+  a lone image, answers that do not depend on the batch they were computed in, all measured with as
+  many ONNX Runtime threads as each model call gets here. On a GPU, float: ONNX Runtime runs the int8
+  operators on the CPU.
 
-Dynamic quantization (ONNX Runtime's `quantize_dynamic`, what `training.quantize` uses) sets each call's
-activation scales from the whole batch, so an image's probabilities move a little (up to 0.003 for
-`digit_lstm`, never its digit on the test set) with the images batched beside it: `auto` does not serve
-such a variant, and `int8` does, for whoever prefers the speed.
+`training.quantize` computes every row of a batch on its own (fixed activation scales, training.int8_graph).
+A variant made with ONNX Runtime's dynamic quantization (`quantize_dynamic`) would not: it sets each call's
+activation scales from the whole batch, so an image's probabilities move with the images batched beside
+it (by up to 0.006 for `digit_lstm`). Its recorded batch difference keeps `auto` from serving it; `int8`
+would, for whoever prefers the speed.
 
 The choice and its reason are part of the model's artifact, so that the answers, GET /models and the
 metrics say which precision answered and why.
@@ -33,6 +36,7 @@ Precision = Literal["auto", "fp32", "int8"]
 MAX_ACCURACY_DROP_POINTS = 0.1
 MAX_ECE_RISE = 0.005
 MIN_SPEEDUP = 1.1
+MAX_LONE_SLOWDOWN = 1.1
 MAX_BATCH_DIFFERENCE = 1e-5
 """Float rounding: how far the service's own tests let a float answer move with its batch."""
 
@@ -56,6 +60,7 @@ def refusals(metrics: dict[str, Any]) -> list[str]:
         drop = float(metrics["accuracy_drop_points"])
         ece_rise = float(metrics["test_ece"]) - float(metrics["test_ece_fp32"])
         speedup = float(metrics["cpu_speedup"])
+        lone = float(metrics["cpu_us_per_image_batch1"]) / float(metrics["cpu_us_per_image_batch1_fp32"])
         batch_difference = float(metrics["batch_max_probability_difference"])
     except (KeyError, TypeError, ValueError):
         return ["has no accuracy, calibration, speed and batch measurements in metadata.json"]
@@ -74,6 +79,11 @@ def refusals(metrics: dict[str, Any]) -> list[str]:
             f"is not faster on the CPU ({speedup:.2f}× the float graph's speed, at least "
             f"{MIN_SPEEDUP}× wanted)"
         )
+    if lone > MAX_LONE_SLOWDOWN:
+        found.append(
+            f"takes {lone:.2f}× the float graph's CPU for a lone image (at most {MAX_LONE_SLOWDOWN}× "
+            "allowed: a request alone would wait longer)"
+        )
     if batch_difference > MAX_BATCH_DIFFERENCE:
         found.append(
             f"gives answers that depend on their batch (a probability moves by up to "
@@ -82,9 +92,11 @@ def refusals(metrics: dict[str, Any]) -> list[str]:
     return found
 
 
-def choose(metadata: dict[str, Any], wanted: Precision, backend: str, on_gpu: Callable[[], bool]) -> Choice:
-    """The graph to serve of a version with `metadata`; `on_gpu` says whether the models run on a GPU
-    (asked only when it matters)."""
+def choose(
+    metadata: dict[str, Any], wanted: Precision, backend: str, threads: int, on_gpu: Callable[[], bool]
+) -> Choice:
+    """The graph to serve of a version with `metadata`, for model calls of `threads` ONNX Runtime threads;
+    `on_gpu` says whether the models run on a GPU (asked only when it matters)."""
     variant = metadata.get("variants", {}).get("int8")
     if not isinstance(variant, dict):
         return _float(metadata, "the version has no int8 variant")
@@ -101,22 +113,30 @@ def choose(metadata: dict[str, Any], wanted: Precision, backend: str, on_gpu: Ca
     metrics = variant.get("metrics", {})
     if variant.get("dry_run"):
         return _float(metadata, "auto: float, since the int8 variant was measured in a dry run only")
-    found = refusals(metrics if isinstance(metrics, dict) else {})
+    metrics = metrics if isinstance(metrics, dict) else {}
+    measured_with = metrics.get("threads")
+    if measured_with != threads:
+        return _float(
+            metadata,
+            f"auto: float, since the int8 variant was measured with {measured_with} ONNX Runtime thread(s) "
+            f"and each model call here gets {threads} (RNNSERVE_THREADS)",
+        )
+    found = refusals(metrics)
     if found:
         return _float(metadata, "auto: float, since the int8 variant " + " and ".join(found))
     return Choice(
         "int8",
         str(variant["onnx_file"]),
-        f"auto on the CPU: int8, {metrics['cpu_speedup']:.2f}× less CPU per image, test accuracy "
+        f"auto on the CPU: int8, {metrics['cpu_speedup']:.2f}× less CPU per image at batch 64, test accuracy "
         f"{100 * metrics['test_accuracy']:.2f} % (float {100 * metrics['test_accuracy_fp32']:.2f} %)",
     )
 
 
 def select(
-    artifact: ModelArtifact, wanted: Precision, backend: str, on_gpu: Callable[[], bool]
+    artifact: ModelArtifact, wanted: Precision, backend: str, threads: int, on_gpu: Callable[[], bool]
 ) -> ModelArtifact:
     """`artifact` with the graph `choose` picks, verified against its checksum; raises `ModelLoadError`."""
-    choice = choose(artifact.metadata, wanted, backend, on_gpu)
+    choice = choose(artifact.metadata, wanted, backend, threads, on_gpu)
     file = artifact.file
     if choice.file is not None:
         file = artifact.directory / choice.file

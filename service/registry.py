@@ -83,7 +83,8 @@ def locate_for(
             f"{artifact.directory / 'metadata.json'}: task is {artifact.task!r}, but this model is "
             f"configured to serve {kind.task!r}; check RNNSERVE_DIGIT_MODEL / RNNSERVE_FORECAST_MODEL"
         )
-    return actual, select(artifact, settings.precision, settings.backend, lambda: on_gpu(settings))
+    threads = settings.model_threads()
+    return actual, select(artifact, settings.precision, settings.backend, threads, lambda: on_gpu(settings))
 
 
 def unloaded_reason(name: str) -> str:
@@ -100,6 +101,8 @@ class ServedModels:
         self._settings = settings
         self._kinds: dict[str, Task | None] = dict((name, kind) for kind, name in model_kinds(settings))
         self._tasks = {name: kind.task for name, kind in self._kinds.items() if kind is not None}
+        self._choices: dict[str, list[str]] = {}
+        """Each task's models, the default first, as `choices` found them: read on every request."""
         self._models: dict[str, ServedModel[Any, Any]] = {}
         self._problems: dict[str, str] = {}
         self._unloaded: set[str] = set()
@@ -123,6 +126,7 @@ class ServedModels:
         """Serve `model` under its name from now on; the model it replaces, if any."""
         self._kinds.setdefault(model.name, type(model))
         self._tasks[model.name] = model.task
+        self._choices.clear()
         self._problems.pop(model.name, None)
         self._unloaded.discard(model.name)
         replaced = self._models.get(model.name)
@@ -176,7 +180,10 @@ class ServedModels:
 
     def choices(self, kind: Task) -> list[str]:
         """The models of `kind`'s task, the default first."""
-        return [name for name in self.names() if self._tasks.get(name) == kind.task]
+        found = self._choices.get(kind.task)
+        if found is None:
+            found = self._choices[kind.task] = [n for n in self.names() if self._tasks.get(n) == kind.task]
+        return found
 
     def default(self, kind: Task) -> str:
         """The model a request of `kind`'s task gets when it names none: the configured default, or

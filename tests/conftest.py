@@ -5,7 +5,7 @@ name, so that `pytest -m unit` (or `-m "unit or app"`) selects by tier as well a
 
 - unit: pure functions; the venv and real MNIST.
 - app: the real app in-process over ASGI; the same.
-- process: real uvicorn processes on 127.0.0.1; free ports, and hey for the soak.
+- process: real uvicorn processes on 127.0.0.1; free ports, and hey for the soak and the benchmark.
 - system: a Docker engine, haproxy, Chromium, kubectl; `require_tool` finds (or, as root, installs) them.
 """
 

@@ -142,12 +142,14 @@ class Quantized:
     microseconds: dict[int, tuple[float, float]]  # batch -> (float, int8)
     sizes: tuple[int, int]  # float, int8
     batch_differences: tuple[float, float]  # float, int8
+    threads: int  # ONNX Runtime intra-op threads of every measurement
 
     def metrics(self) -> dict[str, Any]:
         timings: dict[str, float] = {}
         for batch, (theirs, ours) in self.microseconds.items():
             timings |= {f"cpu_us_per_image_batch{batch}": ours, f"cpu_us_per_image_batch{batch}_fp32": theirs}
         return self.comparison.summary() | {
+            "threads": self.threads,
             "batch_max_probability_difference": self.batch_differences[1],
             "batch_max_probability_difference_fp32": self.batch_differences[0],
             "test_images": len(self.comparison.labels),
@@ -226,6 +228,7 @@ def quantize_model(name: str, model_dir: Path, work: Path, splits: MnistSplits, 
             batch_dependence(float_graph, checked, threads),
             batch_dependence(int8_file, checked, threads),
         ),
+        threads=threads,
     )
 
 

@@ -28,13 +28,15 @@ class ForecastInput:
 
 @dataclass(frozen=True)
 class DigitPrediction:
-    """The answer for one image: the most probable digit, its probability, and all ten."""
+    """The answer for one image: the most probable digit, its probability, and all ten; the model, its
+    version and the precision of its graph that answered ("int8" or "fp32"; empty from an older server)."""
 
     digit: int
     confidence: float
     probabilities: list[float]
     model: str
     version: str
+    precision: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DigitPrediction:
@@ -44,6 +46,7 @@ class DigitPrediction:
             probabilities=[float(p) for p in data["probabilities"]],
             model=str(data["model"]),
             version=str(data["version"]),
+            precision=str(data.get("precision", "")),
         )
 
 
@@ -65,6 +68,8 @@ class Forecast:
     version: str
     quantiles: dict[str, list[float]] = field(default_factory=dict)
     """Per quantile asked for ("0.1", "0.9"), the forecast's values at it."""
+    precision: str = ""
+    """The precision of the graph that answered ("fp32"; empty from an older server)."""
 
     def interval(self, level: float) -> Interval:
         """The interval of `level` percent, e.g. `interval(95)` (or `interval(97.5)`)."""
@@ -90,6 +95,7 @@ class Forecast:
             model=str(data["model"]),
             version=str(data["version"]),
             quantiles={str(q): [float(v) for v in values] for q, values in data.get("quantiles", {}).items()},
+            precision=str(data.get("precision", "")),
         )
 
 
@@ -145,6 +151,9 @@ class ModelInfo:
     problem: str | None = None
     version: str | None = None
     task: str | None = None
+    precision: str | None = None
+    """"int8" or "fp32": the precision of the graph that answers."""
+    precision_reason: str | None = None
     backend: str | None = None
     execution_provider: str | None = None
     device: str | None = None
@@ -164,6 +173,8 @@ class ModelInfo:
             problem=text("problem"),
             version=text("version"),
             task=text("task"),
+            precision=text("precision"),
+            precision_reason=text("precision_reason"),
             backend=text("backend"),
             execution_provider=text("execution_provider"),
             device=text("device"),

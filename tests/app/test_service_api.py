@@ -55,7 +55,7 @@ async def test_a_digit_answer_has_the_contract_fields(
     assert answer["digit"] == labels[0]
     assert answer["model"] == "digit_lstm"
     assert answer["version"].isdigit()
-    assert answer["precision"] == "int8"  # the committed int8 graph, chosen by auto on this CPU host
+    assert answer["precision"] == "fp32"  # auto: the int8 graph would make a lone image wait longer
     assert len(answer["probabilities"]) == 10
     assert sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-5)
     assert answer["confidence"] == max(answer["probabilities"])

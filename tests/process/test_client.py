@@ -99,7 +99,8 @@ def check_prediction(got: DigitPrediction, expected: dict[str, Any], label: int)
     assert got.digit == expected["digit"]
     assert got.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
     assert got.confidence == pytest.approx(expected["confidence"], abs=1e-5)
-    assert (got.model, got.version) == (expected["model"], expected["version"])
+    names = ("model", "version", "precision")
+    assert (got.model, got.version, got.precision) == tuple(expected[name] for name in names)
     if expected["digit"] == label:
         assert got.digit == label
 
@@ -287,6 +288,11 @@ def test_health_and_models(url: str) -> None:
     newest = newest_version(REPO_ROOT / "models", "digit_lstm").name
     assert digit_model.ready and digit_model.task == "digit-classification" and digit_model.version == newest
     assert digit_model.batching is not None and digit_model.batching.max_batch_size == 64
+    assert (digit_model.precision, digit_model.precision_reason) == (
+        raw["models"][0]["precision"],
+        raw["models"][0]["precision_reason"],
+    )
+    assert (digit_model.precision, listing.model("digit_rnn").precision) == ("fp32", "int8")
     assert digit_model.metadata["metrics"] == raw["models"][0]["metadata"]["metrics"]
     assert listing.model("sine_gru").task == "forecasting"
 

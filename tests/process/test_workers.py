@@ -125,6 +125,30 @@ async def test_readiness_and_models_describe_the_served_models(service: Service)
     assert bad.status_code == 422 and "needs 16 to 4096" in bad.json()["detail"]
 
 
+async def test_the_answers_name_the_precision_the_models_run_in(
+    service: Service, mnist_test_set: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """With the model engine, a worker's front builds the answers and the engine runs the models: both
+    choose each model's precision, and they choose alike (auto, one thread per model call: digit_rnn's
+    int8 graph, the others' float graphs)."""
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        models = {m["name"]: m for m in (await http.get("/models")).json()["models"]}
+        answers = [
+            await http.post(
+                f"/predict/digit?model={name}", content=mnist_test_set[0][:3].tobytes(), headers=OCTETS
+            )
+            for name in ("digit_lstm", "digit_gru", "digit_rnn")
+        ]
+        forecast = await http.post("/forecast", json={"series": list(range(20)), "horizon": 2})
+    expected = {"digit_lstm": "fp32", "digit_gru": "fp32", "digit_rnn": "int8"}
+    for answer in answers:
+        predictions = answer.json()["predictions"]
+        name = predictions[0]["model"]
+        assert models[name]["precision"] == expected[name], models[name]
+        assert {p["precision"] for p in predictions} == {expected[name]}
+    assert models["series_gru"]["precision"] == forecast.json()["precision"] == "fp32"
+
+
 def test_sigterm_answers_every_request_in_flight_then_exits_cleanly(
     models_dir: Path, tmp_path: Path, mnist_test_set: tuple[np.ndarray, np.ndarray]
 ) -> None:

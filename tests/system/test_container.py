@@ -296,7 +296,7 @@ def test_compose_passes_every_deployment_setting_through() -> None:
     from service.config import Settings
 
     fixed_by_the_image = {"host", "port", "model_dir"}
-    internal = {"engine_address", "multiprocess_dir", "control_dir"}
+    internal = {"engine_address", "multiprocess_dir", "control_dir", "gpu"}
     wanted = {
         f"RNNSERVE_{name.upper()}" for name in Settings.model_fields.keys() - fixed_by_the_image - internal
     }

@@ -43,34 +43,47 @@ def meeting_every_rule(metadata: dict[str, Any]) -> dict[str, Any]:
     """`metadata` with an int8 variant whose measurements meet every rule of auto."""
     changed = copy.deepcopy(metadata)
     changed["variants"]["int8"]["metrics"].update(
-        accuracy_drop_points=0.0, cpu_speedup=2.0, batch_max_probability_difference=0.0
+        accuracy_drop_points=0.0,
+        cpu_speedup=2.0,
+        cpu_us_per_image_batch1=100.0,
+        cpu_us_per_image_batch1_fp32=100.0,
+        batch_max_probability_difference=0.0,
     )
     return changed
 
 
-def test_auto_serves_each_committed_int8_variant_on_the_cpu_and_float_on_a_gpu(models_dir: Path) -> None:
+def test_auto_serves_the_committed_int8_variant_that_is_faster_alone_and_batched(models_dir: Path) -> None:
+    """digit_rnn's integer graph is as fast as its float one for a lone image and far faster in batches;
+    the unrolled LSTM and GRU cost more than twice the fused float operators for a lone image."""
+    rnn = choose(metadata_of(models_dir, "digit_rnn"), "auto", "onnx", 1, cpu)
+    assert (rnn.precision, rnn.file) == ("int8", "model.int8.onnx"), rnn.reason
+    assert rnn.reason.startswith("auto on the CPU: int8, "), rnn.reason
+    for name in ("digit_lstm", "digit_gru"):
+        choice = choose(metadata_of(models_dir, name), "auto", "onnx", 1, cpu)
+        assert (choice.precision, choice.file) == ("fp32", None)
+        assert "the float graph's CPU for a lone image" in choice.reason, choice.reason
+        assert " and " not in choice.reason, choice.reason  # no other rule broken
     for name in VARIANTS:
         metadata = metadata_of(models_dir, name)
-        on_cpu = choose(metadata, "auto", "onnx", cpu)
-        assert (on_cpu.precision, on_cpu.file) == ("int8", "model.int8.onnx"), on_cpu.reason
-        assert on_cpu.reason.startswith("auto on the CPU: int8, "), on_cpu.reason
-        on_gpu = choose(metadata, "auto", "onnx", gpu)
-        assert (on_gpu.precision, on_gpu.file) == ("fp32", None)
+        assert choose(metadata, "auto", "onnx", 1, gpu).file is None
+        more_threads = choose(metadata, "auto", "onnx", 2, cpu)
+        assert more_threads.file is None
+        assert "measured with 1 ONNX Runtime thread(s) and each model call here gets 2" in more_threads.reason
 
 
 def test_auto_serves_int8_on_the_cpu_only_when_every_rule_holds(models_dir: Path) -> None:
     good = meeting_every_rule(metadata_of(models_dir, "digit_lstm"))
-    chosen = choose(good, "auto", "onnx", cpu)
+    chosen = choose(good, "auto", "onnx", 1, cpu)
     assert (chosen.precision, chosen.file) == ("int8", "model.int8.onnx")
     assert chosen.reason.startswith("auto on the CPU: int8, 2.00× less CPU per image")
-    assert choose(good, "auto", "onnx", gpu).precision == "fp32"
-    assert choose(good, "auto", "onnx", gpu).reason.startswith("auto on a GPU: float")
-    assert choose(good, "auto", "torchscript", never).precision == "fp32"
+    assert choose(good, "auto", "onnx", 1, gpu).precision == "fp32"
+    assert choose(good, "auto", "onnx", 1, gpu).reason.startswith("auto on a GPU: float")
+    assert choose(good, "auto", "torchscript", 1, never).precision == "fp32"
 
     def breaking(**metrics: Any) -> str:
         bad = copy.deepcopy(good)
         bad["variants"]["int8"]["metrics"].update(metrics)
-        choice = choose(bad, "auto", "onnx", cpu)
+        choice = choose(bad, "auto", "onnx", 1, cpu)
         assert (choice.precision, choice.file) == ("fp32", None)
         return choice.reason
 
@@ -78,19 +91,20 @@ def test_auto_serves_int8_on_the_cpu_only_when_every_rule_holds(models_dir: Path
     assert "0.0100 above" in breaking(test_ece=good["variants"]["int8"]["metrics"]["test_ece_fp32"] + 0.01)
     assert "1.05×" in breaking(cpu_speedup=1.05)
     assert "up to 0.0010" in breaking(batch_max_probability_difference=0.001)
+    assert "1.50× the float graph's CPU for a lone image" in breaking(cpu_us_per_image_batch1=150.0)
     assert "no accuracy, calibration, speed and batch" in breaking(cpu_speedup=None)
     dry = copy.deepcopy(good)
     dry["variants"]["int8"]["dry_run"] = True
-    assert "dry run" in choose(dry, "auto", "onnx", cpu).reason
+    assert "dry run" in choose(dry, "auto", "onnx", 1, cpu).reason
 
 
 def test_the_setting_overrides_auto_and_a_model_without_a_variant_stays_float(models_dir: Path) -> None:
     lstm = metadata_of(models_dir, "digit_lstm")
-    assert choose(lstm, "int8", "onnx", never).file == "model.int8.onnx"
-    assert choose(meeting_every_rule(lstm), "fp32", "onnx", never).file is None
+    assert choose(lstm, "int8", "onnx", 1, never).file == "model.int8.onnx"
+    assert choose(meeting_every_rule(lstm), "fp32", "onnx", 1, never).file is None
     plain = read_metadata(models_dir / "series_gru" / "1")
     for wanted in ("auto", "fp32", "int8"):
-        choice = choose(plain, wanted, "onnx", never)
+        choice = choose(plain, wanted, "onnx", 1, never)
         assert (choice.precision, choice.file, choice.reason) == (
             "fp32",
             None,
@@ -103,8 +117,8 @@ def test_the_setting_overrides_auto_and_a_model_without_a_variant_stays_float(mo
 def test_a_corrupt_int8_graph_is_refused_by_its_checksum(models_dir: Path, tmp_path: Path) -> None:
     shutil.copytree(models_dir / "digit_lstm" / "3", tmp_path / "digit_lstm" / "3")
     artifact = locate(tmp_path, "digit_lstm", "onnx")
-    assert select(artifact, "fp32", "onnx", never).file.name == "model.onnx"
-    int8 = select(artifact, "int8", "onnx", never)
+    assert select(artifact, "fp32", "onnx", 1, never).file.name == "model.onnx"
+    int8 = select(artifact, "int8", "onnx", 1, never)
     assert (int8.file.name, int8.precision, int8.precision_reason) == (
         "model.int8.onnx",
         "int8",
@@ -114,7 +128,7 @@ def test_a_corrupt_int8_graph_is_refused_by_its_checksum(models_dir: Path, tmp_p
         handle.seek(1000)
         handle.write(b"\x00\x01\x02\x03")
     with pytest.raises(ModelLoadError, match=r"model\.int8\.onnx: sha256 is .* but metadata.json says"):
-        select(artifact, "int8", "onnx", never)
+        select(artifact, "int8", "onnx", 1, never)
 
 
 @pytest.mark.slow  # three models, float and int8, on 10,000 images: about 15 s

@@ -1,0 +1,124 @@
+"""The benchmark itself, in short runs of scripts/bench.py as a subprocess (its numbers mean nothing
+here; its tables must be whole): the GPU mode's dry run, on the CPU, and a dry run of the REST vs V2
+and int8 vs float comparisons. Every row of every table these runs print holds measured, non-zero
+numbers, and bench.json keeps what each server said it serves (GET /models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CELLS = "Cells: median over repeats (errors summed, RSS the largest)"
+ORT_ALONE = "ONNX Runtime alone, in the bench process"
+DIGIT_MODELS = ("digit_lstm", "digit_gru", "digit_rnn")
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(out: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """Run scripts/bench.py with `args` into `out`; its bench.md and bench.json."""
+    if shutil.which("hey") is None:
+        pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")
+    done = subprocess.run(
+        [sys.executable, "scripts/bench.py", *args, "--out", str(out)],
+        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    report = (out / "bench.md").read_text()
+    assert done.stdout.strip() in report  # the tables, printed to paste
+    return report, json.loads((out / "bench.json").read_text())
+
+
+def table(report: str, title: str) -> list[dict[str, str]]:
+    """The rows of the Markdown table under `## title`, each as {column: text}."""
+    assert f"## {title}\n" in report, f"no table {title!r} in the report:\n{report}"
+    section = report.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip().strip("|") for line in section.splitlines() if line.startswith("| ")]
+    names = [name.strip() for name in lines[0].split("|")]
+    return [dict(zip(names, (cell.strip() for cell in line.split("|")), strict=True)) for line in lines[1:]]
+
+
+def number(text: str) -> float:
+    """The number a table cell starts with ("1,234", "0.93 (json-pixels)"); 0 for an empty cell."""
+    return float(text.split()[0].replace(",", "")) if text.strip() else 0.0
+
+
+def positive(rows: list[dict[str, str]], *columns: str) -> None:
+    assert rows
+    for row in rows:
+        zero = [column for column in columns if number(row[column]) <= 0]
+        assert not zero, f"{zero} not measured in {row}"
+
+
+def served(data: dict[str, Any], server: str) -> dict[str, dict[str, Any]]:
+    """What server `server` said it serves (GET /models), by model."""
+    found = next(s for s in data["servers"] if s["name"] == server)
+    assert found["error"] == "", found["error"]
+    return found["models"]
+
+
+def test_the_gpu_mode_runs_on_the_cpu_as_a_dry_run(tmp_path: Path) -> None:
+    report, data = run_bench(tmp_path, "--gpu", "--dry-run")
+    assert "- mode: GPU: rnnserve with RNNSERVE_DEVICE=cpu (dry run)" in report
+    onnx = "rnnserve, RNNSERVE_DEVICE=cpu"
+    torchscript = "rnnserve, RNNSERVE_BACKEND=torchscript RNNSERVE_DEVICE=cpu"
+    expected = {
+        (server, form, str(c))
+        for server in (onnx, torchscript)
+        for form in ("json-pixels", "64-images", "forecast")
+        for c in (1, 8, 64, 256)
+    }
+    cells = table(report, CELLS)
+    assert {(row["server"], row["form"], row["c"]) for row in cells} == expected
+    positive(cells, "req/s", "inputs/s", "p50 ms", "CPU µs/req", "mean batch")
+    batches = table(report, "Batch sizes per cell")
+    assert {(row["server"], row["form"], row["c"]) for row in batches} == expected
+    positive(batches, "model calls")
+    for row in batches:
+        buckets = [number(text) for name, text in row.items() if name.startswith(("≤", ">"))]
+        assert sum(buckets) == number(row["model calls"]), row
+    ort = table(report, ORT_ALONE)
+    assert {row["model"] for row in ort} == {"digit_lstm", "series_gru"}
+    assert {row["provider"] for row in ort} == {"CPUExecutionProvider"}
+    positive(ort, "inputs/s")
+    for server, backend in ((onnx, "onnx"), (torchscript, "torchscript")):
+        models = served(data, server)
+        assert {m["device"] for m in models.values()} == {"cpu"}
+        assert {m["backend"] for m in models.values()} == {backend}
+    assert all(cell["batch_sizes"] for cell in data["cells"])
+
+
+def test_rest_beside_v2_and_int8_beside_float(tmp_path: Path) -> None:
+    report, data = run_bench(tmp_path, "--dry-run", "--only", "v2,int8", "--concurrency", "64")
+    rest_v2 = table(report, "REST vs V2 (the default rnnserve)")
+    assert [row["form"] for row in rest_v2] == [
+        "json-pixels", "octet-stream", "64-images", "v2-json", "v2-binary", "v2-binary-64", "tritonclient",
+    ]  # fmt: skip
+    positive(rest_v2, "req/s", "images/s", "p50 ms", "CPU µs/req")
+    positive([row for row in rest_v2 if row["protocol"] != "REST"], "req/s ÷ REST's")
+    many = next(row for row in rest_v2 if row["form"] == "v2-binary-64")
+    assert number(many["images/s"]) > 32 * number(many["req/s"])  # 64 images a request
+    int8 = table(report, "int8 vs float")
+    assert [(row["measured"], row["c or batch"]) for row in int8] == [
+        ("rnnserve, json-pixels", "64"), ("rnnserve, octet-stream", "64"), ("rnnserve, 64-images", "64"),
+        ("ONNX Runtime alone", "1"), ("ONNX Runtime alone", "8"), ("ONNX Runtime alone", "64"),
+        ("ONNX Runtime alone", "256"),
+    ]  # fmt: skip
+    positive(int8, "float images/s", "int8 images/s", "int8 ÷ float")
+    assert "## 1 vs N workers" not in report  # not measured in this run
+    int8_models = served(data, "rnnserve, RNNSERVE_PRECISION=int8")
+    fp32_models = served(data, "rnnserve, RNNSERVE_PRECISION=fp32")
+    for name in DIGIT_MODELS:
+        assert int8_models[name]["precision"] == "int8", int8_models[name]
+        assert fp32_models[name]["precision"] == "fp32", fp32_models[name]
+    default = served(data, "rnnserve")  # auto, one ONNX Runtime thread per worker on this CPU host
+    assert (default["digit_lstm"]["precision"], default["digit_rnn"]["precision"]) == ("fp32", "int8")
