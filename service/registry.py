@@ -15,28 +15,15 @@ from typing import Any, Protocol, TypeVar
 from service.config import Settings
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServiceError, ShuttingDown
 from service.lifecycle.leases import hold
+from service.loading import load_model, model_kinds
 from service.metrics import ServiceMetrics
-from service.precision import select
-from service.repository import ModelArtifact, ModelLoadError, locate, model_names
-from service.runtimes import load_runtime, on_gpu
-from service.tasks import TASKS, Task
+from service.repository import ModelLoadError
+from service.tasks import Task
 from service.tasks.base import InputQueue, ServedModel
-from service.tasks.digits import DigitClassifier
-from service.tasks.forecasts import Forecaster
 
 Model = TypeVar("Model", bound=ServedModel[Any, Any])
 
 logger = logging.getLogger(__name__)
-
-
-def model_kinds(settings: Settings) -> list[tuple[Task | None, str]]:
-    """What the service serves: the two default models with the class of their task, then the other
-    models (RNNSERVE_MODELS), whose task their metadata names (None until it is read)."""
-    defaults: list[tuple[Task | None, str]] = [
-        (DigitClassifier, settings.digit_model),
-        (Forecaster, settings.forecast_model),
-    ]
-    return defaults + [(None, name) for name in settings.extra_models(model_names(settings.model_dir))]
 
 
 class Registry(Protocol):
@@ -64,29 +51,6 @@ class Registry(Protocol):
     async def close(self) -> None: ...
 
 
-def locate_for(
-    kind: Task | None, name: str, settings: Settings, version: str | None = None
-) -> tuple[Task, ModelArtifact]:
-    """The class of model `name`'s task and its verified artifact, at `version` (else the one
-    RNNSERVE_MODEL_VERSIONS pins, else the newest); with `kind`, the task must be that class's.
-    Blocking; raises `ModelLoadError`."""
-    version = version or settings.model_versions.get(name)
-    artifact = locate(settings.model_dir, name, settings.backend, version)
-    actual = TASKS.get(artifact.task)
-    if actual is None:
-        raise ModelLoadError(
-            f"{artifact.directory / 'metadata.json'}: task is {artifact.task!r}, which this service does not "
-            f"serve; the tasks are {', '.join(TASKS)}"
-        )
-    if kind is not None and actual is not kind:
-        raise ModelLoadError(
-            f"{artifact.directory / 'metadata.json'}: task is {artifact.task!r}, but this model is "
-            f"configured to serve {kind.task!r}; check RNNSERVE_DIGIT_MODEL / RNNSERVE_FORECAST_MODEL"
-        )
-    threads = settings.model_threads()
-    return actual, select(artifact, settings.precision, settings.backend, threads, lambda: on_gpu(settings))
-
-
 def unloaded_reason(name: str) -> str:
     return f"model {name} was unloaded; POST /v2/repository/models/{name}/load serves it again"
 
@@ -101,8 +65,7 @@ class ServedModels:
         self._settings = settings
         self._kinds: dict[str, Task | None] = dict((name, kind) for kind, name in model_kinds(settings))
         self._tasks = {name: kind.task for name, kind in self._kinds.items() if kind is not None}
-        self._choices: dict[str, list[str]] = {}
-        """Each task's models, the default first, as `choices` found them: read on every request."""
+        self._choices: dict[str, list[str]] = {}  # by task, as `choices` found them
         self._models: dict[str, ServedModel[Any, Any]] = {}
         self._problems: dict[str, str] = {}
         self._unloaded: set[str] = set()
@@ -179,11 +142,10 @@ class ServedModels:
         return self.loaded(name)
 
     def choices(self, kind: Task) -> list[str]:
-        """The models of `kind`'s task, the default first."""
-        found = self._choices.get(kind.task)
-        if found is None:
-            found = self._choices[kind.task] = [n for n in self.names() if self._tasks.get(n) == kind.task]
-        return found
+        """The models of `kind`'s task, the default first; kept, since every request reads them."""
+        if kind.task not in self._choices:
+            self._choices[kind.task] = [n for n in self.names() if self._tasks.get(n) == kind.task]
+        return self._choices[kind.task]
 
     def default(self, kind: Task) -> str:
         """The model a request of `kind`'s task gets when it names none: the configured default, or
@@ -242,20 +204,6 @@ class ServedModels:
             except ServiceError as exc:
                 states[name] = exc.message
         return states
-
-
-def load_model(
-    kind: Task | None, name: str, settings: Settings, metrics: ServiceMetrics, version: str | None = None
-) -> ServedModel[Any, Any]:
-    """Locate, verify, open and warm up model `name` (at `version`); blocking. Raises `ModelLoadError`."""
-    kind, artifact = locate_for(kind, name, settings, version)
-    runtime = load_runtime(artifact, settings.backend, settings.device, settings.threads)
-    model = kind.load(artifact, runtime, settings.batching_for(name), metrics.for_batcher(name))
-    try:
-        model.warm_up()
-    except Exception as exc:
-        raise ModelLoadError(f"{artifact.file}: the warm-up run failed: {exc}") from exc
-    return model
 
 
 class ModelRegistry(ServedModels):

@@ -44,8 +44,8 @@ from service.drain import Drain
 from service.engine.server import STOP_SIGNAL, run_engine
 from service.lifecycle.control import ControlFolder
 from service.lifecycle.manager import initial_plan
+from service.loading import model_kinds
 from service.logs import configure_logging
-from service.registry import model_kinds
 from service.runtimes import gpu_available
 
 ENGINE_STOP_MARGIN_S = 5.0

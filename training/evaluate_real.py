@@ -42,8 +42,8 @@ from typing import Any
 import numpy as np
 
 from service.config import Settings
+from service.loading import load_model
 from service.metrics import ServiceMetrics
-from service.registry import load_model
 from service.series import interval
 from service.tasks.forecasts import Forecaster, SeriesInput, level_key
 from training import candidates

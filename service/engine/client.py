@@ -27,8 +27,9 @@ from service.engine.protocol import (
 )
 from service.engine.queue_state import QueueStateBoard, board_path
 from service.errors import ModelNotReady, ServiceError
+from service.loading import locate_for
 from service.metrics import BatcherMetrics, ServiceMetrics
-from service.registry import ServedModels, locate_for
+from service.registry import ServedModels
 from service.repository import ModelLoadError
 from service.tasks.base import ServedModel
 

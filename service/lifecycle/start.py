@@ -21,8 +21,9 @@ from service.lifecycle.manager import (
     initial_plan,
     plan_versions,
 )
+from service.loading import model_kinds
 from service.metrics import ServiceMetrics
-from service.registry import ModelRegistry, Registry, model_kinds
+from service.registry import ModelRegistry, Registry
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from service.codecs import (
 )
 from service.config import Settings
 from service.errors import InvalidInput
-from service.registry import locate_for
+from service.loading import locate_for
 from service.schemas import DigitRequest, ForecastRequest, parse_body
 from service.tasks.digits import DigitClassifier
 from service.tasks.forecasts import Forecaster
