@@ -4,19 +4,20 @@ their float graphs on the MNIST test set.
 python -m training.quantize --data-dir ../shared/data --model-dir models --out models
 python -m training.quantize --data-dir ../shared/data --dry-run
 
-For each model the newest version without an int8 variant is read, and its recurrent layers are unrolled
+For each model the float graph of the newest version is read, and its recurrent layers are unrolled
 with integer matrix products at fixed scales (training.int8_graph): 7-bit weights per output column,
 hidden states as uint8 at the fixed scale of their (-1, 1) range. ONNX Runtime's dynamic quantization
 is not used: it scales each call's activations by the range of the whole batch, so its answers move with
 the batch, and it has no integer GRU or RNN. The first layer's input projection, the head and the
-temperature scaling (training.calibrate) stay float. Both graphs are then measured on the test images with
-one ONNX Runtime thread: accuracy, argmax agreement, largest probability difference, ECE, CPU time per
-image at batch 1 and 64, and how far a probability moves between an image alone and in a batch.
+temperature scaling (training.calibrate) stay float. Both graphs are then measured on the test images
+with --threads ONNX Runtime threads (1 by default, what each of several workers gets): accuracy, argmax
+agreement, largest probability difference, ECE, CPU time per image at batch 1 and 64, and how far a
+probability moves between an image alone and in a batch.
 
-With --out, the next version `<out>/<name>/<newest + 1>/` is written: the float files unchanged,
-model.int8.onnx beside them, and metadata.json with the variant and its measurements under
-`variants.int8`. The float graph stays the version's `onnx_file`; the service chooses which one answers
-(service.precision). Without --out nothing is written.
+With --out, the next version `<out>/<name>/<newest + 1>/` is written: the float files unchanged (a
+former int8 graph is replaced), model.int8.onnx beside them, and metadata.json with the variant and its
+measurements under `variants.int8`. The float graph stays the version's `onnx_file`; the service chooses
+which one answers (service.precision). Without --out nothing is written.
 """
 
 from __future__ import annotations
