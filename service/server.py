@@ -68,9 +68,11 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve(settings: Settings) -> None:
-    gpu = settings.device != "cpu" and gpu_available(settings)
-    mode = settings.engine_mode(gpu)
-    # Every process then chooses each model's precision the same way, without asking its runtime.
+    # Asked once, and only where something depends on it (it imports the runtime): where the models run,
+    # and which precision each serves, so that every process then chooses alike without asking again.
+    asked = settings.engine == "auto" or (settings.precision == "auto" and settings.backend == "onnx")
+    gpu = settings.device != "cpu" and gpu_available(settings) if asked else None
+    mode = settings.engine_mode(bool(gpu))
     settings = settings.model_copy(update={"workers": settings.worker_count(), "gpu": gpu})
     listening = listening_socket(settings)
     if settings.workers == 1 and mode == "inline":

@@ -30,8 +30,8 @@ import torch
 from tqdm import tqdm
 
 from service.repository import newest_version, read_metadata
-from training.common import setup_logging
-from training.data import DataNotFoundError, load_mnist
+from training.common import repository_arguments, setup_logging
+from training.data import DRY_RUN_TEST_IMAGES, DataNotFoundError, load_mnist, load_test_set
 from training.export import (
     ONNX_FILE,
     TORCHSCRIPT_FILE,
@@ -59,7 +59,6 @@ ECE_BINS = 15
 ECE_TARGET = 0.01
 FIT_IMAGES = 10_000
 DRY_RUN_FIT_IMAGES = 512
-DRY_RUN_TEST_IMAGES = 1_000
 MNIST_TRAIN_IMAGES = 60_000
 BATCH = 1_000
 
@@ -157,20 +156,14 @@ def load_splits(data_dir: Path, seed: int, dry_run: bool, fit_images: int = FIT_
     images it is reported on (a dry run: 512 and the first 1,000)."""
     if not 0 < fit_images <= MNIST_TRAIN_IMAGES:
         raise SystemExit(f"--fit-images {fit_images}: give a number from 1 to {MNIST_TRAIN_IMAGES}")
+    test = load_test_set(data_dir, dry_run)
     try:
         train_images, train_labels = load_mnist(data_dir, train=True)
-        test_images, test_labels = load_mnist(data_dir, train=False)
     except DataNotFoundError as error:
         raise SystemExit(str(error)) from error
     index = fit_indices(DRY_RUN_FIT_IMAGES if dry_run else fit_images, seed)
-    tested = slice(DRY_RUN_TEST_IMAGES if dry_run else None)
     return MnistSplits(
-        train_images.numpy()[index],
-        train_labels.numpy()[index],
-        seed,
-        test_images.numpy()[tested],
-        test_labels.numpy()[tested],
-        dry_run,
+        train_images.numpy()[index], train_labels.numpy()[index], seed, test.images, test.labels, dry_run
     )
 
 
@@ -328,11 +321,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Fit a scaling of each digit model's logits and write it as the model's next version."
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding MNIST/raw")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
-    parser.add_argument(
-        "--models", default=",".join(DIGIT_MODELS), help=f"comma-separated (default {','.join(DIGIT_MODELS)})"
-    )
+    repository_arguments(parser, DIGIT_MODELS)
     parser.add_argument(
         "--method",
         choices=list(METHODS),

@@ -79,12 +79,10 @@ def committed_panels(model_dir: Path, data_dir: Path) -> dict[str, Panel]:
     """Each calibrated digit model's newest version and the version it was made from, on the test set."""
     from service.repository import newest_version, read_metadata
     from training.calibrate import DIGIT_MODELS, onnx_scores, reliability
-    from training.data import DataNotFoundError, load_mnist
+    from training.data import load_test_set
 
-    try:
-        images, labels = (tensor.numpy() for tensor in load_mnist(data_dir, train=False))
-    except DataNotFoundError as error:
-        raise SystemExit(str(error)) from error
+    test = load_test_set(data_dir)
+    images, labels = test.images, test.labels
     panels: dict[str, Panel] = {}
     for name in DIGIT_MODELS:
         newest = newest_version(model_dir, name)
@@ -106,12 +104,11 @@ def committed_panels(model_dir: Path, data_dir: Path) -> dict[str, Panel]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from training.common import setup_logging
+    from training.common import repository_arguments, setup_logging
 
     setup_logging()
     parser = argparse.ArgumentParser(description="Draw the committed digit models' reliability diagram.")
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding MNIST/raw")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
+    repository_arguments(parser)
     parser.add_argument("--out", type=Path, default=Path("docs/calibration.png"), help="the PNG to write")
     args = parser.parse_args(argv)
     reliability_diagram(args.out, committed_panels(args.model_dir, args.data_dir))

@@ -29,6 +29,16 @@ def base_parser(description: str, epochs: str) -> argparse.ArgumentParser:
     return parser
 
 
+def repository_arguments(parser: argparse.ArgumentParser, models: tuple[str, ...] = ()) -> None:
+    """--data-dir and --model-dir, and with `models` --models (comma-separated, those by default): what
+    every command line on the committed models takes."""
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding MNIST/raw")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
+    if models:
+        default = ",".join(models)
+        parser.add_argument("--models", default=default, help=f"comma-separated (default {default})")
+
+
 def pick_device(choice: str) -> torch.device:
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

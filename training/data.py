@@ -35,6 +35,29 @@ def load_mnist(data_dir: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]
     return dataset.data, dataset.targets
 
 
+DRY_RUN_TEST_IMAGES = 1_000
+
+
+@dataclass(frozen=True)
+class MnistTestSet:
+    """MNIST test images (uint8 N×28×28) and labels that a command line reports on."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    dry_run: bool
+    """Only the first DRY_RUN_TEST_IMAGES."""
+
+
+def load_test_set(data_dir: Path, dry_run: bool = False) -> MnistTestSet:
+    """The 10,000 MNIST test images (a dry run: the first 1,000); `SystemExit` saying what is missing."""
+    try:
+        images, labels = load_mnist(data_dir, train=False)
+    except DataNotFoundError as error:
+        raise SystemExit(str(error)) from error
+    tested = slice(DRY_RUN_TEST_IMAGES if dry_run else None)
+    return MnistTestSet(images.numpy()[tested], labels.numpy()[tested], dry_run)
+
+
 # The forecaster's world: y_t = A·sin(2πt/P + φ) + (k·A/P)·t + c + ε, ε ~ N(0, (s·A)²).
 AMPLITUDE_RANGE = (0.5, 2.0)
 TREND_RANGE = (-2.5, 2.5)

@@ -39,8 +39,9 @@ import numpy as np
 from tqdm import tqdm
 
 from service.repository import newest_version, read_metadata, sha256_of
-from training.calibrate import DIGIT_MODELS, MnistSplits, expected_calibration_error, load_splits
-from training.common import setup_logging
+from training.calibrate import DIGIT_MODELS, expected_calibration_error
+from training.common import repository_arguments, setup_logging
+from training.data import MnistTestSet, load_test_set
 from training.export import (
     METADATA_FILE,
     ONNX_FILE,
@@ -161,7 +162,7 @@ class Quantized:
             "onnx_bytes_fp32": self.sizes[0],
         }
 
-    def variant(self, splits: MnistSplits, threads: int) -> dict[str, Any]:
+    def variant(self, test: MnistTestSet, threads: int) -> dict[str, Any]:
         return {
             "onnx_file": INT8_FILE,
             "precision": "int8",
@@ -178,18 +179,18 @@ class Quantized:
             },
             "quantized_ops": self.replaced,
             "measured_on": (
-                f"the first {len(splits.test_labels):,} MNIST test images (of 10,000), ONNX Runtime "
+                f"the first {len(test.labels):,} MNIST test images (of 10,000), ONNX Runtime "
                 f"{library_versions()['onnxruntime']} on the CPU with {threads} intra-op thread(s); CPU time "
                 f"is time.process_time, median of {TIMING_REPEATS} interleaved repeats, cpu_speedup at batch "
                 f"{TIMING_BATCH}; batch dependence on the first {BATCH_CHECK_IMAGES} test images, each alone "
                 f"and in batches of {TIMING_BATCH}"
             ),
-            "dry_run": splits.dry_run,
+            "dry_run": test.dry_run,
             "metrics": self.metrics(),
         }
 
 
-def quantize_model(name: str, model_dir: Path, work: Path, splits: MnistSplits, threads: int) -> Quantized:
+def quantize_model(name: str, model_dir: Path, work: Path, test: MnistTestSet, threads: int) -> Quantized:
     """The int8 graph of the newest version of `name`, written to `work/<name>/INT8_FILE`, and measured
     beside its float graph."""
     source = newest_version(model_dir, name)
@@ -206,18 +207,18 @@ def quantize_model(name: str, model_dir: Path, work: Path, splits: MnistSplits, 
     replaced = int8_graph(float_graph, int8_file)
     logger.info("%s v%s: unrolled %s in integers", name, source.name, ", ".join(n["node"] for n in replaced))
     comparison = Comparison(
-        probabilities_of(float_graph, splits.test_images, threads, f"{name} v{source.name} test"),
-        probabilities_of(int8_file, splits.test_images, threads, f"{name} int8 test"),
-        splits.test_labels,
+        probabilities_of(float_graph, test.images, threads, f"{name} v{source.name} test"),
+        probabilities_of(int8_file, test.images, threads, f"{name} int8 test"),
+        test.labels,
     )
-    batches = DRY_RUN_TIMING_BATCHES if splits.dry_run else TIMING_BATCHES
+    batches = DRY_RUN_TIMING_BATCHES if test.dry_run else TIMING_BATCHES
     microseconds = {}
     for batch, count in ((1, TIMING_BATCH * batches // 16), (TIMING_BATCH, TIMING_BATCH * batches)):
         theirs, ours = cpu_microseconds_per_image(
-            [float_graph, int8_file], splits.test_images[:count], threads, batch
+            [float_graph, int8_file], test.images[:count], threads, batch
         )
         microseconds[batch] = (theirs, ours)
-    checked = splits.test_images[:BATCH_CHECK_IMAGES]
+    checked = test.images[:BATCH_CHECK_IMAGES]
     return Quantized(
         name=name,
         source=source,
@@ -238,7 +239,7 @@ def write_version(
     work: Path,
     model_dir: Path,
     out: Path,
-    splits: MnistSplits,
+    test: MnistTestSet,
     threads: int,
     argv: list[str],
 ) -> Path:
@@ -264,7 +265,7 @@ def write_version(
         "version": target.name,
         "derived_from": {"version": done.source.name, "files": old["files"]},
         "precision": "fp32",
-        "variants": {"int8": done.variant(splits, threads)},
+        "variants": {"int8": done.variant(test, threads)},
         "files": files,
         "libraries": library_versions(),
         "command": command_line("training.quantize", argv),
@@ -301,11 +302,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Quantize each digit model's newest version to int8 and measure it beside the float one."
     )
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="folder holding MNIST/raw")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="model repository root")
-    parser.add_argument(
-        "--models", default=",".join(DIGIT_MODELS), help=f"comma-separated (default {','.join(DIGIT_MODELS)})"
-    )
+    repository_arguments(parser, DIGIT_MODELS)
     parser.add_argument(
         "--out",
         type=Path,
@@ -324,19 +321,16 @@ def main(argv: list[str] | None = None) -> list[Quantized]:
         raise SystemExit(f"--threads {args.threads}: give 1 or more")
     if args.dry_run and args.out and args.out.resolve().is_relative_to(args.model_dir.resolve()):
         raise SystemExit("--dry-run writes nothing into --model-dir: give --out a folder outside it, or none")
-    import torch
-
-    torch.set_num_threads(args.threads)
     names = [name.strip() for name in args.models.split(",") if name.strip()]
-    splits = load_splits(args.data_dir, seed=0, dry_run=args.dry_run)
+    test = load_test_set(args.data_dir, args.dry_run)
     results = []
     with tempfile.TemporaryDirectory(prefix="quantize-") as scratch:
         work = Path(scratch)
         for name in names:
-            done = quantize_model(name, args.model_dir, work, splits, args.threads)
+            done = quantize_model(name, args.model_dir, work, test, args.threads)
             results.append(done)
             if args.out is not None:
-                target = write_version(done, work, args.model_dir, args.out, splits, args.threads, argv)
+                target = write_version(done, work, args.model_dir, args.out, test, args.threads, argv)
                 logger.info("%s: wrote %s", name, target)
     print(table(results))
     return results
