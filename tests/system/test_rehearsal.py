@@ -323,12 +323,16 @@ def test_sigkill_fails_only_what_the_replica_held(cluster: Cluster) -> None:
     def counted(server: str, *counters: str) -> int:
         return sum(int(after[server][c] or 0) - int(before[server][c] or 0) for c in counters)
 
-    # From haproxy's counters: what r1 held when it died is what it had in flight at the kill or was given
-    # after it (until its sockets closed with it), less what it still answered, less what was refused at
-    # connect and sent to r2 instead.
+    # From haproxy's counters: at most what r1 had in flight at the kill or was given after it (until its
+    # sockets closed with it), less what it still answered, less what was refused at connect and sent to
+    # r2 instead. An upper bound: `scur` still counts a session whose answer was already counted in
+    # `hrsp_2xx` while its last bytes were on the way, so a snapshot can count one of those twice.
     answered = counted("r1", *(f"hrsp_{kind}" for kind in ("1xx", "2xx", "3xx", "4xx", "5xx", "other")))
     retried = counted("r1", "wretr", "wredis")
     held = int(before["r1"]["scur"]) + counted("r1", "stot") - answered - retried
+    # At least: the responses haproxy counted as broken by r1 (a session torn down at the same instant can
+    # escape this counter).
+    broken = counted("r1", "eresp")
     print(
         f"\nSIGKILL under load: {dict(load.outcomes)}; r1 held {held} requests when it died, "
         f"{retried} more were refused at connect and retried on r2; haproxy marked r1 DOWN "
@@ -336,7 +340,11 @@ def test_sigkill_fails_only_what_the_replica_held(cluster: Cluster) -> None:
         f"timeout {CHECK_TIMEOUT_S} s); r1's error counters: "
         f"{ {c: counted('r1', c) for c in ('eresp', 'srv_abrt', 'cli_abrt', 'econ')} }"
     )
-    assert load.failures() == held, f"{load.failures()} requests failed, r1 held {held}: {load.errors}"
+    assert broken <= load.failures() <= held, (
+        f"{load.failures()} requests failed; r1 broke {broken} and held at most {held}: {load.errors}"
+    )
+    # They failed when r1 died, none once haproxy had taken it out.
+    assert all(killed_at <= failed_at <= down_at + 0.1 for failed_at, _ in load.errors), load.errors
     assert counted("r2", "eresp", "econ", "srv_abrt") == 0, "r2 failed requests too"
     # The bound haproxy's settings promise (not a speed): the `fall`-th check after the kill, each one
     # started within `inter` and failing within `timeout check` at the latest.
