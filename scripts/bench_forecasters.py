@@ -3,6 +3,8 @@ concurrency and each server's resident memory.
 
     python scripts/bench_forecasters.py                      # series_gru against sine_gru, c=64
     python scripts/bench_forecasters.py --rounds 6 --seconds 10
+    python scripts/bench_forecasters.py --alone              # the graphs alone, every version
+
 
 Each model is served by a server of its own (`RNNSERVE_FORECAST_MODEL`, one worker, no other model
 but the digit model every server loads), started together; then `hey` alternates between them, round
@@ -10,6 +12,10 @@ after round, each round in the other order, so that a slow minute of the machine
 is one series of 240 monthly-like values and a horizon of 18. Prints the requests per second of every
 round, the medians and their ratio, and each server's largest process's resident memory after the
 load.
+
+`--alone` measures the graphs instead, without a server: every committed version of both models in ONNX
+Runtime on one thread, `session.run` on batches of 1, 16 and 64 copies of the body's series (padded as
+the service pads them), best of 5; it prints milliseconds per series.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +44,52 @@ def body(seed: int = 0) -> bytes:
     return json.dumps({"series": np.round(series, 3).tolist(), "horizon": 18}).encode()
 
 
+def alone(models: list[str], batches: tuple[int, ...] = (1, 16, 64), repeats: int = 5) -> None:
+    """Milliseconds per series of every committed version of `models`, alone in ONNX Runtime (1 thread)."""
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(REPO_ROOT))
+    from service.series import pad_left
+
+    series = np.array(json.loads(body())["series"], dtype=np.float64)
+    print(f"\n| model | {' | '.join(f'batch {b}' for b in batches)} |")
+    print(f"| --- |{' ---: |' * len(batches)}")
+    for name in models:
+        for folder in sorted((REPO_ROOT / "models" / name).iterdir(), key=lambda p: int(p.name)):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = options.inter_op_num_threads = 1
+            session = ort.InferenceSession(
+                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+            )
+            patch = json.loads((folder / "metadata.json").read_text())["config"]["patch_size"]
+            takes = {i.name for i in session.get_inputs()}
+            cells = []
+            for batch in batches:
+                padded, mask = pad_left([series] * batch, patch)
+                feeds = {"series": padded, "mask": mask} | (
+                    {"season": np.zeros((batch, 1), dtype=np.float32)} if "season" in takes else {}
+                )
+                session.run(None, feeds)
+                best = float("inf")
+                for _ in range(repeats):
+                    started = time.perf_counter()
+                    session.run(None, feeds)
+                    best = min(best, time.perf_counter() - started)
+                cells.append(f"{1000 * best / batch:.2f} ms")
+            print(f"| {name} v{folder.name} | {' | '.join(cells)} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs=2, default=["series_gru", "sine_gru"], metavar=("NEW", "OLD"))
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--alone", action="store_true", help="the graphs alone in ONNX Runtime, no server")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.alone:
+        alone(args.models)
+        return
     logs = Path(tempfile.mkdtemp(prefix="bench_forecasters_"))
     servers = {}
     for name in args.models:

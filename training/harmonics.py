@@ -86,6 +86,29 @@ def _line_removed(
     return (wave - level - slope * t_centered) * mask, (level, slope)
 
 
+WAVE_BLOCK = 16
+"""`_waves` needs the window's length to be a multiple of this (the forecasters read it in patches of
+16)."""
+
+
+def _waves(
+    angle: torch.Tensor, steps: torch.Tensor, block: int = WAVE_BLOCK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of `angle` (batch, 1, K) times every step (time, a multiple of WAVE_BLOCK): (batch,
+    time, K). Step t is a block's first step plus 0 … block-1, so by the angle-addition formulas
+    only the blocks' first steps and the offsets in a block need cos and sin evaluated: the same values,
+    up to float64 rounding, at a sixteenth of the evaluations."""
+    first = steps.reshape(-1, block)[:, 0]
+    offset = steps[:block] - steps[0]
+    coarse, fine = angle * first[None, :, None], angle * offset[None, :, None]  # (batch, blocks|16, K)
+    cos_c, sin_c = torch.cos(coarse)[:, :, None, :], torch.sin(coarse)[:, :, None, :]
+    cos_f, sin_f = torch.cos(fine)[:, None, :, :], torch.sin(fine)[:, None, :, :]
+    shape = (angle.shape[0], steps.shape[0], angle.shape[2])
+    cos = (cos_c * cos_f - sin_c * sin_f).reshape(shape)
+    sin = (sin_c * cos_f + cos_c * sin_f).reshape(shape)
+    return cos, sin
+
+
 def _basis(frequency: torch.Tensor, mask: torch.Tensor, steps: torch.Tensor, line: LineFit) -> _Basis:
     """The basis at `frequency` (batch, K), all in float64."""
     angle = 2.0 * math.pi * frequency[:, None, :]  # (batch, 1, K)
@@ -93,8 +116,9 @@ def _basis(frequency: torch.Tensor, mask: torch.Tensor, steps: torch.Tensor, lin
     m = mask[:, :, None]
     t_centered = t - line.t_mean[:, :, None]
     count = line.observed[:, :, None]
-    cos, cos_line = _line_removed(torch.cos(angle * t), m, t_centered, count)
-    sin, sin_line = _line_removed(torch.sin(angle * t), m, t_centered, count)
+    cos_wave, sin_wave = _waves(angle, steps)
+    cos, cos_line = _line_removed(cos_wave, m, t_centered, count)
+    sin, sin_line = _line_removed(sin_wave, m, t_centered, count)
     return _Basis(cos, sin, cos_line, sin_line)
 
 
@@ -144,8 +168,8 @@ def periodogram_peak(
     resolution, 1/n for n values (the line's removal can move a few-cycle peak by a fraction of it);
     each round shrinks it by the offsets' step.
     """
-    phase = 2.0 * math.pi * steps[:, None] * grid[None, :]
-    power = (residual @ torch.cos(phase)) ** 2 + (residual @ torch.sin(phase)) ** 2
+    cos, sin = _waves(2.0 * math.pi * grid[None, None, :], steps)
+    power = (residual @ cos[0]) ** 2 + (residual @ sin[0]) ** 2
     allowed = grid[None, :] * line.observed >= 2.0
     power = torch.where(allowed, power, torch.full_like(power, -1.0))
     # From here on in float64: the forecast moves by 2π·t·Δf for an error Δf in the frequency, so a

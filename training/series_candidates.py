@@ -6,15 +6,15 @@ right-aligned with its mask (1 observed, 0 left padding or a missing value), and
 where the window holds values.
 
 - `fill`: missing values inside the window take the last value before them (a log-depth forward fill).
-- `detect_season`: the lag (4 to 128) where the differenced window's autocorrelation peaks, if it
+- `SeasonDetector`: the lag (4 to 128) where the differenced window's autocorrelation peaks, if it
   reaches 0.3, cut to the shortest whole fraction of it that echoes it (within 10 %); else 1.
 - `seasonal_indices`: classical decomposition's indices, per phase counted back from the newest value:
   a centred moving average of length m (2×m when m is even) through cumulative sums, the detrended
   values averaged over the latest `INDEX_CYCLES` seasons.
 - `smoothing`: simple exponential smoothing and damped Holt on a grid of constants, each grid point a
-  linear recurrence s_t = M·s_{t-1} + c·y_t run as a Hillis–Steele scan (log₂ W rounds of shift, matrix
-  power and add); the grid point with the smallest in-sample one-step squared error wins; theta is the
-  SES forecast plus half the window's least-squares slope.
+  linear recurrence s_t = M·s_{t-1} + c·y_t run in blocks of fixed matrix products (`Chunked`); the
+  grid point with the smallest in-sample one-step squared error wins; theta is the SES forecast plus
+  half the window's least-squares slope.
 - `Classical`: naive, seasonal naive, drift, SES, damped Holt and theta (the last three on the
   seasonally adjusted window, the indices added back), over `horizon` steps.
 
@@ -63,13 +63,64 @@ def recurrence(
     return transition, torch.stack([alpha, ab], dim=-1)
 
 
-def scan_powers(transition: torch.Tensor, length: int) -> torch.Tensor:
-    """M^(2^r) for the scan's rounds r = 0 … ⌈log₂ length⌉ - 1: (rounds, G, 2, 2)."""
-    powers, power = [], transition
-    for _ in range(max(1, math.ceil(math.log2(length)))):
-        powers.append(power)
-        power = power @ power
-    return torch.stack(powers)
+BLOCK = 32
+"""The smoothing recurrences run in blocks of this many steps (see `Chunked`)."""
+
+
+class Chunked(torch.nn.Module):
+    """Every grid point's linear recurrence s_t = M·s_{t-1} + c·y_t (state: level, slope; zero before the
+    window) run over a window in blocks of `block` steps, as matrix products with fixed matrices:
+
+    - inside a block, from a zero state: the one-step predictions [1, φ]·s_{t-1} are the block's values
+      times a lower-triangular Toeplitz matrix of the impulse response, and the state at the block's end
+      is the values times M^(block-1-s)·c;
+    - across blocks, the state is carried (s ← M^block·s + the block's own end state), one small step a
+      block, and its share of each prediction, [1, φ]·M^τ·s, is added.
+
+    The same numbers as the step-by-step recurrence, up to float rounding, at a cost of one matrix
+    product per block instead of one step per value."""
+
+    def __init__(self, transition: torch.Tensor, gain: torch.Tensor, phi: torch.Tensor, block: int) -> None:
+        super().__init__()
+        grid = transition.shape[0]
+        read = torch.stack([torch.ones_like(phi), phi], dim=-1)  # (G, 2): the prediction of a state
+        powers = [torch.eye(2, dtype=transition.dtype).expand(grid, 2, 2)]
+        for _ in range(block):
+            powers.append(transition @ powers[-1])
+        power = torch.stack(powers[:block])  # (block, G, 2, 2): M^τ
+        # The prediction at τ from a value at s < τ in the same block: [1, φ]·M^(τ-1-s)·c.
+        response = torch.einsum("gi,kgij,gj->kg", read, power, gain)  # (block, G): lag τ-1-s
+        lag = torch.arange(block)[None, :] - 1 - torch.arange(block)[:, None]  # (s, τ)
+        within = torch.where(lag[:, :, None] >= 0, response[lag.clamp_min(0)], torch.zeros(()))
+        self.register_buffer("within", within.permute(0, 2, 1).reshape(block, grid * block).float())
+        # The state at the block's end from its values: M^(block-1-s)·c, (block, G·2).
+        ending = torch.einsum("kgij,gj->kgi", power.flip(0), gain)
+        self.register_buffer("ending", ending.reshape(block, grid * 2).float())
+        self.register_buffer("carry", powers[block].float())  # (G, 2, 2): M^block
+        # A carried state's share of the prediction at τ: [1, φ]·M^τ, (G, 2, block).
+        self.register_buffer("share", torch.einsum("gi,kgij->gjk", read, power).float())
+        self.block = block
+        self.within: torch.Tensor
+        self.ending: torch.Tensor
+        self.carry: torch.Tensor
+        self.share: torch.Tensor
+
+    def forward(self, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One-step predictions (B, blocks, G, block) of `values` (B, W), W a multiple of the block, and
+        the state (B, G, 2) after the last value."""
+        batch, width = values.shape
+        blocks, grid = width // self.block, self.carry.shape[0]
+        chunks = values.reshape(batch, blocks, self.block)
+        inside = (chunks @ self.within).reshape(batch, blocks, grid, self.block)
+        ends = (chunks @ self.ending).reshape(batch, blocks, grid, 2)
+        state = torch.zeros_like(ends[:, 0])
+        starts = []
+        for index in range(blocks):
+            starts.append(state)
+            state = (self.carry[None] * state[:, :, None, :]).sum(dim=3) + ends[:, index]
+        carried = torch.stack(starts, dim=1)  # (B, blocks, G, 2): the state before each block
+        share = self.share[None, None]
+        return inside + carried[..., 0:1] * share[:, :, :, 0] + carried[..., 1:2] * share[:, :, :, 1], state
 
 
 def damping(phi: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -104,42 +155,68 @@ def gather_rows(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.gather(values, 1, flat).reshape(index.shape)
 
 
-def detect_season(
-    values: torch.Tensor,
-    span: torch.Tensor,
-    count: torch.Tensor,
-    min_period: int = MIN_PERIOD,
-    max_period: int = MAX_PERIOD,
-    min_autocorrelation: float = MIN_AUTOCORRELATION,
-) -> torch.Tensor:
-    """The season length of each row (float, (B, 1)): see the module's text."""
-    width = values.shape[1]
-    both = span[:, 1:] * span[:, :-1]
-    diffs = (values[:, 1:] - values[:, :-1]) * both
-    pairs = both.sum(dim=1, keepdim=True).clamp_min(1.0)
-    centred = (diffs - diffs.sum(dim=1, keepdim=True) / pairs) * both
-    lags = torch.arange(0, max_period + 1, device=values.device)
-    position = torch.arange(width - 1, device=values.device)
-    earlier = position[None, :] - lags[:, None]  # (lags, W-1)
-    lagged = centred[:, earlier.clamp_min(0)] * (earlier >= 0).to(values.dtype)  # (B, lags, W-1)
-    acf = (lagged * centred[:, None, :]).sum(dim=2)
-    acf = acf / acf[:, :1].clamp_min(1e-30)
-    top = torch.clamp(torch.floor(count / 2), max=float(max_period))
-    lag_values = lags.to(values.dtype)[None, :]
-    allowed = (lag_values >= min_period) & (lag_values <= top)
-    masked = torch.where(allowed, acf, torch.full_like(acf, -2.0))
-    peak, peak_lag = masked.max(dim=1, keepdim=True)
-    period = peak_lag.to(values.dtype)
-    divisors = torch.arange(2, max_period // min_period + 1, dtype=values.dtype, device=values.device)
-    shorter = torch.round(period / divisors[None, :])  # (B, divisors)
-    echoes = torch.gather(acf, 1, shorter.long().clamp(0, max_period)) >= 0.9 * peak
-    usable = echoes & (shorter >= min_period) & (divisors[None, :] <= torch.floor(period / min_period))
-    # The largest usable divisor gives the shortest echo; without one, the peak's own lag.
-    best = torch.where(usable, divisors[None, :], torch.zeros_like(shorter)).max(dim=1, keepdim=True).values
-    echo = torch.round(period / best.clamp_min(1.0))
-    season = torch.where(best > 0, echo, period)
-    flat = (diffs.abs().sum(dim=1, keepdim=True) == 0) | (top < min_period)
-    return torch.where((peak >= min_autocorrelation) & ~flat, season, torch.ones_like(season))
+class SeasonDetector(torch.nn.Module):
+    """The season length of each row of a window `width` values wide (float, (B, 1)): see the module's
+    text. The autocorrelation of the differenced window at lags 0 … `max_period` comes from its power
+    spectrum (the window zero-padded so that no lag wraps around): two products with fixed cosine and
+    sine matrices, the same numbers as summing the lagged products, up to float rounding."""
+
+    def __init__(
+        self,
+        width: int,
+        min_period: int = MIN_PERIOD,
+        max_period: int = MAX_PERIOD,
+        min_autocorrelation: float = MIN_AUTOCORRELATION,
+    ) -> None:
+        super().__init__()
+        self.min_period, self.max_period = min_period, max_period
+        self.min_autocorrelation = min_autocorrelation
+        size = width + max_period  # the padded length: lags up to max_period do not wrap around
+        size += size % 2
+        frequency = torch.arange(size // 2 + 1, dtype=torch.float64)
+        angle = (
+            2 * math.pi * torch.arange(width - 1, dtype=torch.float64)[:, None] * frequency[None, :] / size
+        )
+        self.register_buffer("spectrum", torch.cat([torch.cos(angle), torch.sin(angle)], dim=1).float())
+        # Back from the power spectrum to the autocorrelation, counting both halves of a real spectrum.
+        twice = torch.full_like(frequency, 2.0)
+        twice[0] = twice[-1] = 1.0
+        lags = torch.arange(max_period + 1, dtype=torch.float64)
+        back = twice[:, None] * torch.cos(2 * math.pi * frequency[:, None] * lags[None, :] / size) / size
+        self.register_buffer("inverse", back.float())
+        self.spectrum: torch.Tensor
+        self.inverse: torch.Tensor
+
+    def forward(self, values: torch.Tensor, span: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        min_period, max_period = self.min_period, self.max_period
+        both = span[:, 1:] * span[:, :-1]
+        diffs = (values[:, 1:] - values[:, :-1]) * both
+        pairs = both.sum(dim=1, keepdim=True).clamp_min(1.0)
+        centred = (diffs - diffs.sum(dim=1, keepdim=True) / pairs) * both
+        parts = centred @ self.spectrum
+        half = self.inverse.shape[0]
+        power = parts[:, :half] * parts[:, :half] + parts[:, half:] * parts[:, half:]
+        acf = power @ self.inverse  # (B, lags)
+        acf = acf / acf[:, :1].clamp_min(1e-30)
+        lags = torch.arange(0, max_period + 1, device=values.device)
+        top = torch.clamp(torch.floor(count / 2), max=float(max_period))
+        lag_values = lags.to(values.dtype)[None, :]
+        allowed = (lag_values >= min_period) & (lag_values <= top)
+        masked = torch.where(allowed, acf, torch.full_like(acf, -2.0))
+        peak, peak_lag = masked.max(dim=1, keepdim=True)
+        period = peak_lag.to(values.dtype)
+        divisors = torch.arange(2, max_period // min_period + 1, dtype=values.dtype, device=values.device)
+        shorter = torch.round(period / divisors[None, :])  # (B, divisors)
+        echoes = torch.gather(acf, 1, shorter.long().clamp(0, max_period)) >= 0.9 * peak
+        usable = echoes & (shorter >= min_period) & (divisors[None, :] <= torch.floor(period / min_period))
+        # The largest usable divisor gives the shortest echo; without one, the peak's own lag.
+        best = (
+            torch.where(usable, divisors[None, :], torch.zeros_like(shorter)).max(dim=1, keepdim=True).values
+        )
+        echo = torch.round(period / best.clamp_min(1.0))
+        season = torch.where(best > 0, echo, period)
+        flat = (diffs.abs().sum(dim=1, keepdim=True) == 0) | (top < min_period)
+        return torch.where((peak >= self.min_autocorrelation) & ~flat, season, torch.ones_like(season))
 
 
 def window_sum(cumulative: torch.Tensor, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
@@ -203,14 +280,11 @@ class Classical(torch.nn.Module):
         super().__init__()
         alpha, beta, phi = smoothing_grid()
         transition, gain = recurrence(alpha, beta, phi)
-        self.register_buffer("powers", scan_powers(transition, width).float())
-        self.register_buffer("gain", gain.float())
+        self.recurrences = Chunked(transition, gain, phi, BLOCK)
         self.register_buffer("damping", damping(phi, horizon).float())
         self.register_buffer("phi", phi.float())
         self.register_buffer("alpha", alpha.float())
         self.register_buffer("is_ses", beta == 0)
-        self.powers: torch.Tensor
-        self.gain: torch.Tensor
         self.damping: torch.Tensor
         self.phi: torch.Tensor
         self.alpha: torch.Tensor
@@ -220,26 +294,15 @@ class Classical(torch.nn.Module):
         """Paths (B, 3, horizon) of SES, damped Holt and theta for windows that start at zero (the first
         value of the span subtracted) and are zero before their span; `observed` masks the values that
         count in the one-step errors."""
-        y = values[:, None, :]  # (B, 1, W)
-        level = self.gain[None, :, 0, None] * y  # (B, G, W)
-        slope = self.gain[None, :, 1, None] * y
-        step = 1
-        for round_ in range(self.powers.shape[0]):
-            if step >= values.shape[1]:
-                break
-            power = self.powers[round_][None, :, :, :, None]  # (1, G, 2, 2, 1)
-            earlier_level, earlier_slope = shift_right(level, step), shift_right(slope, step)
-            level = level + power[:, :, 0, 0] * earlier_level + power[:, :, 0, 1] * earlier_slope
-            slope = slope + power[:, :, 1, 0] * earlier_level + power[:, :, 1, 1] * earlier_slope
-            step *= 2
-        predicted = shift_right(level + self.phi[None, :, None] * slope, 1)
-        counted = observed * shift_right(span, 1)
-        errors = (y - predicted) * counted[:, None, :]
-        sse = (errors * errors).sum(dim=2)  # (B, G)
+        batch = values.shape[0]
+        predicted, state = self.recurrences(values)  # (B, blocks, G, block), (B, G, 2)
+        counted = (observed * shift_right(span, 1)).reshape(batch, -1, 1, self.recurrences.block)
+        errors = (values.reshape(batch, -1, 1, self.recurrences.block) - predicted) * counted
+        sse = (errors * errors).sum(dim=(1, 3))  # (B, G)
         big = torch.full_like(sse, 3.0e38)
         best_ses = torch.where(self.is_ses[None, :], sse, big).argmin(dim=1, keepdim=True)
         best_holt = torch.where(self.is_ses[None, :], big, sse).argmin(dim=1, keepdim=True)
-        paths = level[:, :, -1:] + self.damping[None, :, :] * slope[:, :, -1:]  # (B, G, H)
+        paths = state[:, :, 0:1] + self.damping[None, :, :] * state[:, :, 1:2]  # (B, G, H)
         horizon = paths.shape[2]
         ses = torch.gather(paths, 1, best_ses[:, :, None].expand(-1, 1, horizon))[:, 0]
         holt = torch.gather(paths, 1, best_holt[:, :, None].expand(-1, 1, horizon))[:, 0]

@@ -6,7 +6,7 @@ Inside the graph, for each row of a batch:
 1. The values (missing ones carried forward) are taken relative to the first of them and divided by
    their mean absolute difference, so nothing below depends on the series' level or scale.
 2. The season length is the caller's hint (`season` ≥ 1) or, for 0, detected from the autocorrelation
-   of the differenced last `window` values (`training.series_candidates.detect_season`); a season the
+   of the differenced last `window` values (`training.series_candidates.SeasonDetector`); a season the
    window does not hold twice counts as none.
 3. The candidates (`training.series_candidates`: naive, seasonal naive, drift, SES, damped Holt and theta
    on the seasonally adjusted window) and a `harmonic` one (the line and the periodogram's strongest
@@ -92,12 +92,11 @@ class BacktestGRU(nn.Module):
         self.max_season = classical.MAX_PERIOD
         self.candidates = len(NAMES)
         self.candidate_paths = classical.Classical(window, max_horizon)
+        self.season_detector = classical.SeasonDetector(window)
         self.register_buffer("frequency_grid", harmonics.frequency_grid(context_length, shortest_period))
         self.register_buffer("fine_offsets", harmonics.fine_offsets())
-        self.register_buffer("std_calibration", torch.ones(max_horizon))
         self.frequency_grid: torch.Tensor
         self.fine_offsets: torch.Tensor
-        self.std_calibration: torch.Tensor
         self.gru = nn.GRU(2 * patch_size, hidden_size, batch_first=True, bias=False)
         summary = hidden_size + 2 * len(NAMES) + 4
         spread_out = nn.Linear(hidden_size, max_horizon)
@@ -160,7 +159,7 @@ class BacktestGRU(nn.Module):
         factor = self.spread_bound * torch.tanh(self.spread_head(state))
         log_factor = 0.5 * (factor[:batch] + factor[batch:])
         combined = (weights[:, :, None] * paths).sum(dim=1)
-        std_z = spread * torch.exp(log_factor) * self.std_calibration
+        std_z = spread * torch.exp(log_factor)
         return origin + scale * combined, scale * std_z, log_factor
 
     def classical(
@@ -185,7 +184,7 @@ class BacktestGRU(nn.Module):
         window_z, window_span = self.last_window(z), self.last_window(span)
         window_count = window_span.sum(dim=1, keepdim=True)
         hinted = season >= 1
-        detected = classical.detect_season(window_z, window_span, window_count)
+        detected = self.season_detector(window_z, window_span, window_count)
         season = torch.where(hinted, torch.floor(season), detected).clamp(1.0, float(self.max_season))
         season = torch.where(window_count >= 2 * season, season, torch.ones_like(season))
         backtest = torch.clamp(

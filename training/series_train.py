@@ -2,8 +2,12 @@
 
     python -m training.series_train --out models            # about 6 minutes of training on 2 CPU cores
     python -m training.series_train --dry-run --out /tmp/m   # seconds
+    python -m training.series_train --out models --weights-from models/series_gru/1   # no training
 
 Only the GRU and its spread head learn; the classical candidates and the backtest are fixed arithmetic.
+`--weights-from` takes those learned weights from an earlier export instead of training, and exports
+them in this code's graph (a new version that computes the same forecasts differently).
+
 Every batch is drawn afresh from `training.series_data.real_like_batch` (generated series that behave as
 real ones do, and the sine family). The loss (`loss_of`) is the Gaussian negative log-likelihood of the
 std on the sine family's rows, and the squared log spread factor on the other rows. Real series never
@@ -15,6 +19,7 @@ detected, and on the sine family's protocol v2, and those scores go into its met
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -213,7 +218,28 @@ def metadata(recipe: SeriesRecipe, version: str, seconds: float, losses: list[fl
     }
 
 
-def train(recipe: SeriesRecipe, out: Path, version: str | None, argv: list[str], threads: int) -> Path:
+def learned_from(network: series_net.BacktestGRU, earlier: Path) -> dict[str, Any]:
+    """Load an earlier export's learned weights (its TorchScript file) into `network`; its metadata's
+    training section, which they came from. Everything else in the graph is fixed arithmetic, rebuilt
+    from the code."""
+    state = torch.jit.load(str(earlier / "model.pt"), map_location="cpu").state_dict()
+    learned = dict(network.named_parameters())
+    missing = set(learned) - set(state)
+    if missing:
+        raise SystemExit(f"{earlier} holds no weights for {sorted(missing)}: not this network")
+    network.load_state_dict({name: state[name] for name in learned}, strict=False)
+    document = json.loads((earlier / "metadata.json").read_text())
+    return document["training"] | {"weights_from": f"{document['name']}/{document['version']}"}
+
+
+def train(
+    recipe: SeriesRecipe,
+    out: Path,
+    version: str | None,
+    argv: list[str],
+    threads: int,
+    weights_from: Path | None = None,
+) -> Path:
     torch.set_num_threads(threads)
     seed_everything(recipe.seed)
     network = series_net.BacktestGRU(
@@ -224,15 +250,17 @@ def train(recipe: SeriesRecipe, out: Path, version: str | None, argv: list[str],
         window=recipe.window,
     )
     started = time.perf_counter()
-    losses = fit(network, recipe)
+    losses = [] if weights_from else fit(network, recipe)
     seconds = time.perf_counter() - started
     network = network.eval()
     version = version or next_version(out / NAME)
     out_dir = out / NAME / version
     cases = parity_cases(np.random.default_rng(recipe.seed + 1))
+    document = metadata(recipe, version, seconds, losses)
+    if weights_from:
+        document["training"] = learned_from(network, weights_from)
     export_model(network, cases[0], INPUTS, outputs(recipe.max_horizon), out_dir)
     parity = check_parity(out_dir, network, cases)
-    document = metadata(recipe, version, seconds, losses)
     metrics: dict[str, Any] = {"parity_max_relative_difference": parity}
     if not recipe.dry_run:
         metrics["real_series"] = real_scores(out_dir / "model.onnx", recipe.patch_size)
@@ -252,6 +280,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default %(default)s)")
     parser.add_argument("--dry-run", action="store_true", help="a few tiny steps, no evaluation: seconds")
+    parser.add_argument(
+        "--weights-from",
+        type=Path,
+        help="an earlier version's folder: export its learned weights in this graph instead of training",
+    )
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -260,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         recipe = replace(recipe, steps=args.steps)
     if args.dry_run:
         recipe = recipe.dry()
-    train(recipe, args.out, args.version, argv, args.threads)
+    train(recipe, args.out, args.version, argv, args.threads, args.weights_from)
 
 
 if __name__ == "__main__":

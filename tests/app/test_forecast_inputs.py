@@ -34,7 +34,7 @@ def with_gaps(series: list[float], gaps: list[int]) -> list[float | None]:
 
 
 def onnx_forecast(
-    models_dir: Any, series: list[float | None], horizon: int, model: str = "series_gru", version: str = "1"
+    models_dir: Any, series: list[float | None], horizon: int, model: str = "series_gru", version: str = "2"
 ) -> np.ndarray:
     """A committed forecaster's own answer, with the missing values masked by hand (and no season hint
     for a graph that takes one)."""
@@ -306,7 +306,7 @@ async def test_the_openapi_body_offers_season_length_only_where_a_model_takes_it
 
     async with serve(model_dir=season_models) as (_, client):
         seasonal = forecast_fields((await client.get("/openapi.json")).json())
-    longest = json.loads((season_models / "series_gru" / "1" / "metadata.json").read_text())["config"][
+    longest = json.loads((season_models / "series_gru" / "2" / "metadata.json").read_text())["config"][
         "max_season"
     ]
     assert seasonal["season_length"]["maximum"] == max(MAX_SEASON, longest)  # the longest any model takes

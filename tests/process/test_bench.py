@@ -122,3 +122,20 @@ def test_rest_beside_v2_and_int8_beside_float(tmp_path: Path) -> None:
         assert fp32_models[name]["precision"] == "fp32", fp32_models[name]
     default = served(data, "rnnserve")  # auto, one ONNX Runtime thread per worker on this CPU host
     assert (default["digit_lstm"]["precision"], default["digit_rnn"]["precision"]) == ("fp32", "int8")
+
+
+def test_the_forecasters_alone_have_a_row_per_committed_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_forecasters.py", "--alone"],
+        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rows = table("## alone\n" + done.stdout, "alone")
+    expected = {
+        f"{name} v{folder.name}"
+        for name in ("series_gru", "sine_gru")
+        for folder in (REPO_ROOT / "models" / name).iterdir()
+    }
+    assert {row["model"] for row in rows} == expected
+    positive(rows, "batch 1", "batch 16", "batch 64")

@@ -37,7 +37,7 @@ def test_the_detected_season_is_the_numpy_studys() -> None:
     rows = seasonal_rows(np.random.default_rng(0))
     rows.append(np.cumsum(np.random.default_rng(1).normal(size=180)).astype(np.float32))  # no season
     values, mask = right_aligned(rows)
-    detected = classical.detect_season(values, mask, mask.sum(dim=1, keepdim=True))
+    detected = classical.SeasonDetector(WIDTH)(values, mask, mask.sum(dim=1, keepdim=True))
     expected = [candidates.detect_season(row.astype(np.float64)) for row in rows]
     assert detected[:, 0].long().tolist() == expected
     assert expected[:4] == [12, 4, 7, 24]  # the rows' own periods (the numpy study finds them)
@@ -69,24 +69,42 @@ def test_each_grid_point_is_the_smoothing_recurrence() -> None:
     history = np.cumsum(rng.normal(size=90)).astype(np.float64)
     alpha, beta, phi = classical.smoothing_grid()
     transition, gain = classical.recurrence(alpha, beta, phi)
-    powers = classical.scan_powers(transition, WIDTH)
+    chunked = classical.Chunked(transition, gain, phi, classical.BLOCK).double()
+    shifted = history - history[0]
+    window = torch.zeros(1, WIDTH, dtype=torch.float64)
+    window[0, -len(shifted) :] = torch.from_numpy(shifted)
+    predicted, state = chunked(window)
+    predicted = predicted[0].permute(1, 0, 2).reshape(len(alpha), WIDTH)  # (G, W)
     for g in (0, 3, 4, 12, len(alpha) - 1):
         a, b, p = float(alpha[g]), float(beta[g]), float(phi[g])
         level, slope = 0.0, 0.0
-        shifted = history - history[0]
+        predictions = []
         for y in shifted:  # error-correction form, as the textbooks write it
-            predicted = level + p * slope
-            error = y - predicted
-            level, slope = predicted + a * error, p * slope + a * b * error
-        state = np.zeros((2, WIDTH))
-        state[:, -len(shifted) :] = gain[g].numpy()[:, None] * shifted[None, :]
-        step = 1
-        for power in powers[:, g].numpy():
-            earlier = np.concatenate([np.zeros((2, step)), state[:, :-step]], axis=1)
-            state = state + power @ earlier
-            step *= 2
-        assert state[0, -1] == pytest.approx(level, abs=1e-9)
-        assert state[1, -1] == pytest.approx(slope, abs=1e-9)
+            predicted_y = level + p * slope
+            predictions.append(predicted_y)
+            error = y - predicted_y
+            level, slope = predicted_y + a * error, p * slope + a * b * error
+        # The block matrices are stored in float32: agreement to their rounding.
+        np.testing.assert_allclose(predicted[g, -len(shifted) :].numpy(), predictions, rtol=1e-6, atol=1e-6)
+        assert torch.all(predicted[g, : -len(shifted)] == 0)  # nothing before the window's values
+        assert float(state[0, g, 0]) == pytest.approx(level, rel=1e-6, abs=1e-6)
+        assert float(state[0, g, 1]) == pytest.approx(slope, rel=1e-6, abs=1e-6)
+
+
+def test_the_autocorrelation_from_the_spectrum_is_the_lagged_sum() -> None:
+    rows = seasonal_rows(np.random.default_rng(5))
+    values, mask = right_aligned(rows)
+    detector = classical.SeasonDetector(WIDTH).double()
+    diffs = np.diff(values.double().numpy(), axis=1) * mask[:, 1:].numpy() * mask[:, :-1].numpy()
+    for row, length in enumerate(len(r) for r in rows):
+        centred = diffs[row, -(length - 1) :] - diffs[row, -(length - 1) :].mean()
+        expected = [float(centred[lag:] @ centred[: max(len(centred) - lag, 0)]) for lag in range(129)]
+        padded = np.zeros(WIDTH - 1)
+        padded[-(length - 1) :] = centred
+        spectrum = torch.from_numpy(padded)[None, :] @ detector.spectrum
+        half = detector.inverse.shape[0]
+        power = spectrum[:, :half] ** 2 + spectrum[:, half:] ** 2
+        np.testing.assert_allclose((power @ detector.inverse)[0].numpy(), expected, atol=1e-5 * expected[0])
 
 
 def test_fill_carries_the_last_value_forward_and_marks_the_span() -> None:

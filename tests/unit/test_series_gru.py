@@ -16,7 +16,8 @@ from training import series_data
 from training.export import onnx_session
 from training.series_net import BacktestGRU
 
-MODEL = Path(__file__).resolve().parents[2] / "models" / "series_gru" / "1"
+REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "series_gru"
+MODEL = max(REPOSITORY.iterdir(), key=lambda folder: int(folder.name))  # the version served
 PATCH = json.loads((MODEL / "metadata.json").read_text())["config"]["patch_size"]
 
 
@@ -133,3 +134,21 @@ def test_the_export_matches_the_eager_network() -> None:
         np.testing.assert_allclose(other, eager_mean.numpy(), atol=1e-4 * size)
     for other in (script_std.numpy(), onnx_std):
         np.testing.assert_allclose(other, eager_std.numpy(), atol=1e-4 * size)
+
+
+def test_every_version_of_the_same_weights_forecasts_alike() -> None:
+    """v2 is v1's learned weights in a faster graph of the same arithmetic: the same answers."""
+    draw = series_data.real_like_batch(np.random.default_rng(12), 16, 1024, 128)
+    feeds = {"series": draw.history, "mask": draw.mask, "season": draw.season}
+    answers = {}
+    for folder in REPOSITORY.iterdir():
+        training = json.loads((folder / "metadata.json").read_text())["training"]
+        weights = training.get("weights_from", f"series_gru/{folder.name}")
+        answers.setdefault(weights, []).append(
+            onnx_session(folder / "model.onnx").run(["mean", "std"], feeds)
+        )
+    assert any(len(same) > 1 for same in answers.values()), "no two versions share their weights"
+    for same in answers.values():
+        for mean, std in same[1:]:
+            for got, first in ((mean, same[0][0]), (std, same[0][1])):
+                np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-5 * np.abs(first).max())
