@@ -87,36 +87,34 @@ def _line_removed(
 
 
 WAVE_BLOCK = 16
-"""`_waves` needs the window's length to be a multiple of this (the forecasters read it in patches of
-16)."""
 
 
 def _waves(
-    angle: torch.Tensor, steps: torch.Tensor, block: int = WAVE_BLOCK
+    angle: torch.Tensor, length: int, block: int = WAVE_BLOCK
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of `angle` (batch, 1, K) times every step (time, a multiple of WAVE_BLOCK): (batch,
-    time, K). Step t is a block's first step plus 0 … block-1, so by the angle-addition formulas
-    only the blocks' first steps and the offsets in a block need cos and sin evaluated: the same values,
-    up to float64 rounding, at a sixteenth of the evaluations."""
-    first = steps.reshape(-1, block)[:, 0]
-    offset = steps[:block] - steps[0]
-    coarse, fine = angle * first[None, :, None], angle * offset[None, :, None]  # (batch, blocks|16, K)
+    """cos and sin of `angle` (batch, 1, K) times every one of `relative_steps(length)`: (batch, length,
+    K). Counted back from the newest value, step -n is -(block·q + j) with j < block, so by the
+    angle-addition formulas only the multiples of `block` and the offsets 0 … block-1 need cos and sin
+    evaluated: the same values, up to float rounding, at about a `block`th of the evaluations."""
+    blocks = (length + block - 1) // block
+    coarse = angle * (-block * torch.arange(blocks, dtype=angle.dtype, device=angle.device))[None, :, None]
+    fine = angle * (-torch.arange(block, dtype=angle.dtype, device=angle.device))[None, :, None]
     cos_c, sin_c = torch.cos(coarse)[:, :, None, :], torch.sin(coarse)[:, :, None, :]
     cos_f, sin_f = torch.cos(fine)[:, None, :, :], torch.sin(fine)[:, None, :, :]
-    shape = (angle.shape[0], steps.shape[0], angle.shape[2])
-    cos = (cos_c * cos_f - sin_c * sin_f).reshape(shape)
-    sin = (sin_c * cos_f + cos_c * sin_f).reshape(shape)
-    return cos, sin
+    shape = (angle.shape[0], blocks * block, angle.shape[2])
+    cos = (cos_c * cos_f - sin_c * sin_f).reshape(shape)[:, :length]  # newest first
+    sin = (sin_c * cos_f + cos_c * sin_f).reshape(shape)[:, :length]
+    return torch.flip(cos, [1]), torch.flip(sin, [1])
 
 
 def _basis(frequency: torch.Tensor, mask: torch.Tensor, steps: torch.Tensor, line: LineFit) -> _Basis:
-    """The basis at `frequency` (batch, K), all in float64."""
+    """The basis at `frequency` (batch, K), all in float64; `steps` are `relative_steps` of the window."""
     angle = 2.0 * math.pi * frequency[:, None, :]  # (batch, 1, K)
     t = steps[None, :, None]
     m = mask[:, :, None]
     t_centered = t - line.t_mean[:, :, None]
     count = line.observed[:, :, None]
-    cos_wave, sin_wave = _waves(angle, steps)
+    cos_wave, sin_wave = _waves(angle, steps.shape[0])
     cos, cos_line = _line_removed(cos_wave, m, t_centered, count)
     sin, sin_line = _line_removed(sin_wave, m, t_centered, count)
     return _Basis(cos, sin, cos_line, sin_line)
@@ -168,7 +166,7 @@ def periodogram_peak(
     resolution, 1/n for n values (the line's removal can move a few-cycle peak by a fraction of it);
     each round shrinks it by the offsets' step.
     """
-    cos, sin = _waves(2.0 * math.pi * grid[None, None, :], steps)
+    cos, sin = _waves(2.0 * math.pi * grid[None, None, :], steps.shape[0])
     power = (residual @ cos[0]) ** 2 + (residual @ sin[0]) ** 2
     allowed = grid[None, :] * line.observed >= 2.0
     power = torch.where(allowed, power, torch.full_like(power, -1.0))
