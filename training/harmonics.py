@@ -89,9 +89,7 @@ def _line_removed(
 WAVE_BLOCK = 16
 
 
-def _waves(
-    angle: torch.Tensor, length: int, block: int = WAVE_BLOCK
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _waves(angle: torch.Tensor, length: int, block: int = WAVE_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of `angle` (batch, 1, K) times every one of `relative_steps(length)`: (batch, length,
     K). Counted back from the newest value, step -n is -(block·q + j) with j < block, so by the
     angle-addition formulas only the multiples of `block` and the offsets 0 … block-1 need cos and sin
