@@ -294,6 +294,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--sample", type=int, help="--real on only K series of the set, spread over its groups"
     )
+    parser.add_argument(
+        "--origins",
+        type=int,
+        default=1,
+        help="--real with K rolling origins: each series also gives the windows that end 1 … K-1 group "
+        "horizons before its end (default %(default)s)",
+    )
+    parser.add_argument(
+        "--horizon-scale",
+        type=int,
+        default=1,
+        help="--real holding out this many group horizons per window, at most 128 values (default "
+        "%(default)s)",
+    )
     parser.add_argument("--compare", default="1", help="a version evaluated beside it (default %(default)s)")
     parser.add_argument("--series", type=int, default=V2_SERIES, help="series per set (default %(default)s)")
     parser.add_argument(
@@ -332,7 +346,13 @@ def main(argv: list[str] | None = None) -> None:
         baselines = [] if args.baselines is None else args.baselines or list(BASELINES)
         name = args.name or "series_gru"
         chosen = (args.set, args.model_dir, name, args.version, baselines, args.sample, args.out)
-        evaluate_real.run(*chosen, with_candidates=args.candidates, plot=args.plot)
+        evaluate_real.run(
+            *chosen,
+            with_candidates=args.candidates,
+            plot=args.plot,
+            origins=args.origins,
+            horizon_scale=args.horizon_scale,
+        )
         return
     if args.version is None or args.baselines or args.candidates:
         parser.error(

@@ -3,10 +3,11 @@
     python -m training.evaluate_forecast --real --set validation --baselines
 
 The windows are `training.real_series`'s: each series' last h values held out, at most 1,024 values
-of history before them. The served forecaster runs as the service runs it: the model located and
-checked against its metadata, opened by the service's ONNX Runtime, each history checked by the
-forecasting task's input rules (its metadata's `min_length` and `max_horizon`), cut to its
-`context_length` and padded by `service.series`, its 95 % interval computed by the task's `answer`.
+of history before them (`--origins` and `--horizon-scale` add earlier and longer windows). The served
+forecaster runs as the service runs it: the model located and checked against its metadata, opened by
+the service's ONNX Runtime, each history checked by the forecasting task's input rules (its metadata's
+`min_length` and `max_horizon`), cut to its `context_length` and padded by `service.series`, its 95 %
+interval computed by the task's `answer`.
 A window the model refuses is listed with the reason and scored for no forecaster. A model whose graph
 takes a season hint (series_gru) runs twice: with the group's season length m as `season_length`
 ("m given"), and without one ("m detected").
@@ -18,9 +19,8 @@ AutoETS and AutoARIMA are fitted to the series that MSTL has seasonally adjusted
 its seasonal component back (`MSTL(season_length=m, trend_forecaster=AutoETS(model="ZZN"))`, or
 `AutoARIMA()`). Each series' report names the model that was fitted.
 
-With `--candidates`, `training.candidates`' backtest combiner of classical forecasters (numpy) runs beside
-them twice: with the group's season length m given, and with m detected from each history. Each series'
-report names the candidates it weighed and their weights.
+With `--candidates`, `training.candidates`' backtest combiner (numpy) runs beside them, m given and m
+detected; each series' report names the candidates it weighed and their weights.
 
 Per series: MASE (the forecast's MAE over the in-sample MAE of the seasonal naive forecast, lag m, or
 lag 1 when the history is shorter than 2m), relative MASE (MASE over the seasonal naive forecast's
@@ -86,7 +86,7 @@ def refusal(model: Forecaster, window: Window) -> str | None:
     problem = model.series_problem(window.history)
     if problem:
         return f"history {problem}"
-    problem = model.horizon_problem(window.series.horizon)
+    problem = model.horizon_problem(window.horizon)
     return f"horizon {problem}" if problem else None
 
 
@@ -97,7 +97,7 @@ def served_forecasts(
     forecasting task's own windows (`queries`), model call (`run_batch`) and answer (`answer`); with
     `season_given`, each window's group season goes with it as the `season_length` hint."""
     inputs = [
-        SeriesInput(w.history, w.series.horizon, (LEVEL,), season=w.series.season if season_given else None)
+        SeriesInput(w.history, w.horizon, (LEVEL,), season=w.series.season if season_given else None)
         for w in accepted
     ]
     queries = model.queries(inputs)
@@ -129,7 +129,7 @@ def baseline_model(method: str, season: int) -> tuple[Any, str]:
 def baseline_forecast(method: str, window: Window) -> Forecast:
     model, fitted = baseline_model(method, window.series.season)
     try:
-        answer = model.forecast(y=window.history, h=window.series.horizon, level=[int(LEVEL)])
+        answer = model.forecast(y=window.history, h=window.horizon, level=[int(LEVEL)])
     except Exception as exc:  # statsforecast raises many types; say which series and model failed
         raise RuntimeError(f"{fitted} failed on {window.series.name}: {exc}") from exc
     suffix = f"{LEVEL:g}"
@@ -142,7 +142,7 @@ CANDIDATES = {"candidates (m given)": True, "candidates (m detected)": False}
 
 def candidate_forecast(window: Window, season_given: bool) -> Forecast:
     """`training.candidates`' combination for the window, its fitted text naming m and the weights."""
-    history, h = window.history, window.series.horizon
+    history, h = window.history, window.horizon
     m = window.series.season if season_given else None
     mean, lower, upper = candidates.forecast(history, h, m)
     weights = ", ".join(f"{k} {v:.2f}" for k, v in candidates.chosen(history, h, m).items())
@@ -162,13 +162,13 @@ def mase_scale(history: np.ndarray, season: int) -> float:
 def reference(window: Window) -> tuple[float, float]:
     """The window's MASE scale and the seasonal naive forecast's MASE on it (lag m)."""
     scale = mase_scale(window.history, window.series.season)
-    naive = seasonal_naive(window.history[None], np.array([window.series.season]), window.series.horizon)[0]
+    naive = seasonal_naive(window.history[None], np.array([window.series.season]), window.horizon)[0]
     return scale, float(np.abs(naive - window.truth).mean()) / scale
 
 
 def gaussian_forecast(window: Window, mean: np.ndarray, std: np.ndarray, fitted: str) -> Forecast:
     """A model's mean and std cut to the window's horizon, with the 95 % interval mean ± z·std."""
-    h = window.series.horizon
+    h = window.horizon
     lower, upper = interval(mean[:h], std[:h], LEVEL)
     return Forecast(mean[:h], lower, upper, fitted)
 
@@ -206,15 +206,18 @@ def evaluate_real(
     sample: int | None = None,
     with_candidates: bool = False,
     plot: Path | None = None,
+    origins: int = 1,
+    horizon_scale: int = 1,
 ) -> dict[str, Any]:
     """The real-series protocol on set `set_name` (`sample` of its series when given); with
     `with_candidates`, the candidates' combiner too (m given, m detected); with `plot`, a picture of
-    `PLOTTED` series' forecasts there."""
+    `PLOTTED` series' forecasts there; `origins` and `horizon_scale` as `training.real_series.windows`
+    takes them."""
     model = served_model(model_dir, name, version)
     label = f"{name} v{model.version}"
-    chosen = windows(set_name, sample)
-    skipped = {w.series.name: reason for w in chosen if (reason := refusal(model, w))}
-    accepted = [w for w in chosen if w.series.name not in skipped]
+    chosen = windows(set_name, sample, origins, horizon_scale)
+    skipped = {w.label: reason for w in chosen if (reason := refusal(model, w))}
+    accepted = [w for w in chosen if w.label not in skipped]
     if not accepted:
         raise ValueError(f"{label} refuses every window of {set_name!r}: {skipped}")
     forecasts: dict[str, list[Forecast]] = {}
@@ -242,11 +245,11 @@ def evaluate_real(
     series: dict[str, Any] = {}
     for index, w in enumerate(accepted):
         scale, naive_mase = reference(w)
-        series[w.series.name] = {
+        series[w.label] = {
             "group": w.series.group,
             "source": w.series.source,
             "season": w.series.season,
-            "horizon": w.series.horizon,
+            "horizon": w.horizon,
             "history": len(w.history),
             "mase_scale": scale,
             "seasonal_naive_mase": naive_mase,
@@ -255,7 +258,7 @@ def evaluate_real(
             },
         }
     return {
-        "protocol": describe(set_name, sample),
+        "protocol": describe(set_name, sample) | {"origins": origins, "horizon_scale": horizon_scale},
         "model": label,
         "forecasters": list(forecasts),
         "series": series,
@@ -378,16 +381,17 @@ def run(
     baselines: Sequence[str],
     sample: int | None,
     out: Path | None,
-    with_candidates: bool = False,
-    plot: Path | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """The CLI's `--real`: evaluate, print both tables, write the JSON report to `out`."""
-    report = evaluate_real(set_name, model_dir, name, version, baselines, sample, with_candidates, plot)
-    label = report["model"]
-    out = out or Path("reports") / f"real_{set_name}_{label.replace(' ', '_')}.json"
+    """The CLI's `--real`: evaluate (`options` as `evaluate_real` takes them), print both tables, write
+    the JSON report to `out`."""
+    report = evaluate_real(set_name, model_dir, name, version, baselines, sample, **options)
+    label, cut = report["model"], report["protocol"]
+    suffix = "".join(f"_{k}{cut[k]}" for k in ("origins", "horizon_scale") if cut[k] > 1)
+    out = out or Path("reports") / f"real_{set_name}{suffix}_{label.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{set_name}: {len(report['series'])} series; relative MASE / 95 % coverage per series\n")
+    print(f"{set_name}: {len(report['series'])} windows; relative MASE / 95 % coverage per window\n")
     print(per_series_markdown(report))
     print(markdown(report))
     print(f"JSON report: {out}")

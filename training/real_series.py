@@ -201,13 +201,23 @@ HELD_OUT: tuple[str, ...] = (
 SETS: dict[str, tuple[str, ...]] = {"validation": VALIDATION, "held-out": HELD_OUT}
 
 
+MAX_HORIZON = 128
+"""The longest horizon a scaled window holds out (what the forecasters here forecast)."""
+
+
 @dataclass(frozen=True)
 class Window:
-    """A series' history (at most `MAX_HISTORY` values) and the `horizon` values held out after it."""
+    """A series' history (at most `MAX_HISTORY` values) and the values held out after it; `label` names
+    it (the series' name, with `@k` for the window k group horizons before the series' end)."""
 
     series: RealSeries
     history: np.ndarray
     truth: np.ndarray
+    label: str = ""
+
+    @property
+    def horizon(self) -> int:
+        return len(self.truth)
 
 
 def trim_missing(values: np.ndarray) -> np.ndarray:
@@ -216,29 +226,50 @@ def trim_missing(values: np.ndarray) -> np.ndarray:
     return values[present[0] : present[-1] + 1] if len(present) else values[:0]
 
 
-def window(series: RealSeries, values: np.ndarray | None = None) -> Window:
-    """Hold out the last h values of `series` (loaded unless `values` are given)."""
+def window(
+    series: RealSeries, values: np.ndarray | None = None, origin: int = 0, horizon_scale: int = 1
+) -> Window:
+    """Hold out the last h values of `series` (loaded unless `values` are given); with `origin` k, the h
+    values that end k group horizons before its end; with `horizon_scale`, h is that many group horizons
+    (at most `MAX_HORIZON`)."""
     values = trim_missing(series.load() if values is None else values)
     if values.ndim != 1 or not np.isfinite(values).all():
         raise ValueError(
             f"{series.name} ({series.source}): expected 1-D values, missing ones only at the ends; got shape "
             f"{values.shape} with {int(np.sum(~np.isfinite(values)))} missing: fill them in its loader"
         )
-    h = series.horizon
+    h = min(series.horizon * horizon_scale, MAX_HORIZON)
+    values = values[: len(values) - origin * series.horizon]
     if len(values) <= h:
         raise ValueError(f"{series.name}: {len(values)} values leave no history before the last {h}")
-    return Window(series, values[:-h][-MAX_HISTORY:], values[-h:])
+    label = series.name + (f"@{origin}" if origin else "")
+    return Window(series, values[:-h][-MAX_HISTORY:], values[-h:], label)
 
 
-def windows(set_name: str, sample: int | None = None) -> list[Window]:
+def windows(
+    set_name: str, sample: int | None = None, origins: int = 1, horizon_scale: int = 1
+) -> list[Window]:
     """The windows of set `set_name` ("validation" or "held-out"), in catalogue order; with `sample`,
-    only that many, spread over the set's frequency groups (one of each group in turn)."""
+    only that many series, spread over the set's frequency groups (one of each group in turn). With
+    `origins` k > 1, each series also gives the windows that end 1 … k-1 group horizons before its end
+    (rolling origins); with `horizon_scale`, each window holds out that many group horizons (at most
+    `MAX_HORIZON` values). Past the plain windows, only those with three seasons (and 16 values) of
+    history before them are kept."""
     if set_name not in SETS:
         raise ValueError(f"no set {set_name!r}; the sets are {', '.join(SETS)}")
     names = list(SETS[set_name])
     if sample is not None:
         names = spread(names, sample)
-    return [window(CATALOGUE[name]) for name in names]
+    cut = []
+    for name in names:
+        series, values = CATALOGUE[name], None
+        for origin in range(origins):
+            values = trim_missing(series.load()) if values is None else values
+            h = min(series.horizon * horizon_scale, MAX_HORIZON)
+            plain = origin == 0 and horizon_scale == 1
+            if plain or len(values) - origin * series.horizon - h >= max(3 * series.season, 16):
+                cut.append(window(series, values, origin, horizon_scale))
+    return cut
 
 
 def spread(names: list[str], count: int) -> list[str]:

@@ -31,7 +31,7 @@ import torch
 SES_ALPHAS = (0.1, 0.3, 0.5, 1.0)
 HOLT_ALPHAS = (0.2, 0.5, 0.9)
 HOLT_BETAS = (0.02, 0.1, 0.3)
-HOLT_PHIS = (0.9, 0.98)
+HOLT_PHIS = (0.9, 0.98, 1.0)
 INDEX_CYCLES = 6
 MIN_PERIOD = 4
 MAX_PERIOD = 128

@@ -29,8 +29,11 @@ from training.real_series import (
 )
 
 SAMPLE = 6
-MODEL = "series_gru v1 (m given)"
-DETECTED = "series_gru v1 (m detected)"
+SERVED = max(
+    (Path(__file__).resolve().parents[2] / "models" / "series_gru").iterdir(), key=lambda v: int(v.name)
+).name  # the version the service serves
+MODEL = f"series_gru v{SERVED} (m given)"
+DETECTED = f"series_gru v{SERVED} (m detected)"
 BASELINES = ["SeasonalNaive", "AutoETS"]
 
 
@@ -39,7 +42,7 @@ def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[s
     """The protocol run through its command line on SAMPLE validation series, two baselines."""
     out = tmp_path_factory.mktemp("real") / "report.json"
     evaluate_forecast.main(
-        ["--real", "--model-dir", str(models_dir), "--version", "1", "--sample", str(SAMPLE),
+        ["--real", "--model-dir", str(models_dir), "--version", SERVED, "--sample", str(SAMPLE),
          "--baselines", *BASELINES, "--out", str(out), "--plot", str(out.with_suffix(".png"))]
     )  # fmt: skip
     return json.loads(out.read_text())
@@ -64,6 +67,24 @@ def test_every_window_holds_out_its_groups_horizon_after_at_most_1024_values() -
             values = values[: np.flatnonzero(np.isfinite(values))[-1] + 1]
             np.testing.assert_array_equal(w.truth, values[-group.horizon :])
             np.testing.assert_array_equal(w.history, values[: -group.horizon][-MAX_HISTORY:])
+
+
+def test_rolling_origins_and_a_longer_horizon_cut_earlier_and_longer_windows() -> None:
+    plain = {w.label: w for w in windows("validation")}
+    cut = windows("validation", origins=3, horizon_scale=4)
+    labels = [w.label for w in cut]
+    assert len(labels) == len(set(labels)) and set(labels) & set(plain)
+    assert any(label.endswith("@2") for label in labels)
+    for w in cut:
+        group = FREQUENCIES[w.series.group]
+        origin = int(w.label.split("@")[1]) if "@" in w.label else 0
+        assert w.horizon == min(4 * group.horizon, 128), w.label
+        assert len(w.history) >= max(3 * group.season, 16), w.label
+        values = w.series.load()
+        values = values[: np.flatnonzero(np.isfinite(values))[-1] + 1]
+        end = len(values) - origin * group.horizon
+        np.testing.assert_array_equal(w.truth, values[end - w.horizon : end])
+        np.testing.assert_array_equal(w.history, values[: end - w.horizon][-MAX_HISTORY:])
 
 
 def test_a_sample_spreads_over_the_frequency_groups() -> None:
@@ -134,7 +155,7 @@ def test_the_served_models_numbers_match_its_onnx_session(
     series[0, length - len(w.history) :] = w.history
     mask[0, length - len(w.history) :] = 1.0
     season = np.array([[w.series.season if given else 0]], dtype=np.float32)
-    session = ort.InferenceSession(str(models_dir / "series_gru" / "1" / "model.onnx"))
+    session = ort.InferenceSession(str(models_dir / "series_gru" / SERVED / "model.onnx"))
     feeds = {"series": series, "mask": mask, "season": season}
     mean, std = (a[0, :h].astype(np.float64) for a in session.run(["mean", "std"], feeds))
     scale = np.abs(w.history[w.series.season :] - w.history[: -w.series.season]).mean()
@@ -142,7 +163,7 @@ def test_the_served_models_numbers_match_its_onnx_session(
     scored = report["series"][name]["forecasters"][MODEL if given else DETECTED]
     assert scored["mase"] == pytest.approx(np.abs(mean - w.truth).mean() / scale, rel=1e-5)
     assert scored["coverage_95"] == np.mean(np.abs(w.truth - mean) <= half)
-    assert scored["fitted"].startswith("series_gru v1 (ONNX Runtime")
+    assert scored["fitted"].startswith(f"series_gru v{SERVED} (ONNX Runtime")
 
 
 def test_the_picture_is_drawn(report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -154,7 +175,7 @@ def test_the_tables_have_a_row_per_forecaster_and_per_group(report: dict[str, An
     rows = [line for line in markdown(report).splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 2 + len(report["forecasters"]) + SAMPLE
     assert rows[0].startswith("| forecaster (6 series) |")
-    assert rows[1].startswith("| series_gru v1 (m given) | ")
+    assert rows[1].startswith(f"| {MODEL} | ")
     assert rows[-1].startswith("| other (1) | ")
 
 
