@@ -11,11 +11,11 @@ where the window holds values.
 - `seasonal_indices`: classical decomposition's indices, per phase counted back from the newest value:
   a centred moving average of length m (2×m when m is even) through cumulative sums, the detrended
   values averaged over the latest `INDEX_CYCLES` seasons.
-- `smoothing`: simple exponential smoothing and damped Holt on a grid of constants, each grid point a
-  linear recurrence s_t = M·s_{t-1} + c·y_t run in blocks of fixed matrix products (`Chunked`); the
-  grid point with the smallest in-sample one-step squared error wins; theta is the SES forecast plus
-  half the window's least-squares slope.
-- `Classical`: naive, seasonal naive, drift, SES, damped Holt and theta (the last three on the
+- `smoothing`: simple exponential smoothing and Holt's trend (damped, or undamped at φ = 1) on a grid of
+  constants, each grid point a linear recurrence s_t = M·s_{t-1} + c·y_t run in blocks of fixed matrix
+  products (`Chunked`); the grid point with the smallest in-sample one-step squared error wins; theta is
+  the SES forecast plus half the window's least-squares slope.
+- `Classical`: naive, seasonal naive, drift, SES, Holt and theta (the last three on the
   seasonally adjusted window, the indices added back), over `horizon` steps.
 
 Everything here is linear in the window's values once the season and the grid points are chosen, and

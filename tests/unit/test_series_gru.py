@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from service.series import pad_left
-from training import series_data
+from training import series_data, series_train
 from training.export import onnx_session
 from training.series_net import BacktestGRU
+from training.series_train import NAME
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "series_gru"
 MODEL = max(REPOSITORY.iterdir(), key=lambda folder: int(folder.name))  # the version served
@@ -152,3 +153,22 @@ def test_every_version_of_the_same_weights_forecasts_alike() -> None:
         for mean, std in same[1:]:
             for got, first in ((mean, same[0][0]), (std, same[0][1])):
                 np.testing.assert_allclose(got, first, rtol=1e-5, atol=1e-5 * np.abs(first).max())
+
+
+@pytest.mark.slow  # two exports: seconds of torch
+def test_a_dry_run_trains_and_weights_from_it_export_the_same_forecaster(tmp_path: Path) -> None:
+    series_train.main(["--dry-run", "--out", str(tmp_path), "--version", "1"])
+    series_train.main(
+        ["--dry-run", "--out", str(tmp_path), "--version", "2", "--weights-from", str(tmp_path / NAME / "1")]
+    )
+    trained, copied = (json.loads((tmp_path / NAME / v / "metadata.json").read_text()) for v in ("1", "2"))
+    assert trained["training"]["recipe"]["dry_run"] and "weights_from" not in trained["training"]
+    assert copied["training"] == trained["training"] | {"weights_from": f"{NAME}/1"}
+    assert copied["metrics"]["parity_max_relative_difference"] < 1e-5
+    draw = series_data.real_like_batch(np.random.default_rng(13), 8, 1024, 128)
+    feeds = {"series": draw.history, "mask": draw.mask, "season": draw.season}
+    first, second = (
+        onnx_session(tmp_path / NAME / v / "model.onnx").run(["mean", "std"], feeds) for v in ("1", "2")
+    )
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
