@@ -1,6 +1,6 @@
 """Train forecaster v3 (`series_gru`, `training.series_net.BacktestGRU`), export it and evaluate the export.
 
-    python -m training.series_train --out models            # about 6 minutes of training on 2 CPU cores
+    python -m training.series_train --out models            # about 11 minutes of training on 2 CPU cores
     python -m training.series_train --dry-run --out /tmp/m   # seconds
     python -m training.series_train --out models --weights-from models/series_gru/1   # no training
 
@@ -53,7 +53,7 @@ INPUTS = [
 class SeriesRecipe:
     """How `series_gru` is trained: AdamW, one-cycle schedule, fresh generated batches each step."""
 
-    steps: int = 1500
+    steps: int = 3000
     batch_size: int = 48
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -14,6 +14,7 @@ import onnxruntime
 import pytest
 from season_model import MAX_SEASON, SEASONAL_MODEL, expected_forecast, season_repository
 
+from service.repository import newest_version
 from service.series import pad_left, recent_window
 
 if TYPE_CHECKING:
@@ -34,11 +35,11 @@ def with_gaps(series: list[float], gaps: list[int]) -> list[float | None]:
 
 
 def onnx_forecast(
-    models_dir: Any, series: list[float | None], horizon: int, model: str = "series_gru", version: str = "2"
+    models_dir: Any, series: list[float | None], horizon: int, model: str = "series_gru", version: str = ""
 ) -> np.ndarray:
-    """A committed forecaster's own answer, with the missing values masked by hand (and no season hint
-    for a graph that takes one)."""
-    folder = models_dir / model / version
+    """A committed forecaster's own answer (its newest version unless one is named), with the missing
+    values masked by hand (and no season hint for a graph that takes one)."""
+    folder = models_dir / model / version if version else newest_version(models_dir, model)
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"))
     patch = json.loads((folder / "metadata.json").read_text())["config"]["patch_size"]
     values = np.array([np.nan if v is None else v for v in series], dtype=np.float64)
@@ -306,9 +307,8 @@ async def test_the_openapi_body_offers_season_length_only_where_a_model_takes_it
 
     async with serve(model_dir=season_models) as (_, client):
         seasonal = forecast_fields((await client.get("/openapi.json")).json())
-    longest = json.loads((season_models / "series_gru" / "2" / "metadata.json").read_text())["config"][
-        "max_season"
-    ]
+    metadata = json.loads((newest_version(season_models, "series_gru") / "metadata.json").read_text())
+    longest = metadata["config"]["max_season"]
     assert seasonal["season_length"]["maximum"] == max(MAX_SEASON, longest)  # the longest any model takes
     assert SEASONAL_MODEL in seasonal["season_length"]["description"]
     assert "series_gru" in seasonal["season_length"]["description"]
