@@ -35,9 +35,11 @@ def int8_variant(version: Path) -> Path | None:
 
 
 def ort_session(path: Path, device: str = "cpu") -> Any:
-    """An ONNX Runtime session on the CPU, or with the CUDA provider first for `device` "cuda"; idle CPU
-    threads sleep instead of spinning."""
+    """An ONNX Runtime session on the CPU, or with the CUDA provider first for `device` "cuda", with the
+    service's session options (idle CPU threads sleep instead of spinning)."""
     import onnxruntime as ort
+
+    from service.runtimes.onnx import session_options
 
     providers = ["CPUExecutionProvider"]
     if device == "cuda":
@@ -49,9 +51,7 @@ def ort_session(path: Path, device: str = "cpu") -> Any:
                 "(pip install -e '.[gpu]'), or add --dry-run to run the GPU mode on the CPU"
             )
         providers.insert(0, "CUDAExecutionProvider")
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=providers)
+    return ort.InferenceSession(str(path), session_options(), providers=providers)
 
 
 def runs_per_second(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> float:

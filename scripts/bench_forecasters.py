@@ -4,6 +4,7 @@ concurrency and each server's resident memory.
     python scripts/bench_forecasters.py                      # series_gru against sine_gru, c=64
     python scripts/bench_forecasters.py --rounds 6 --seconds 10
     python scripts/bench_forecasters.py --alone              # the graphs alone, every version
+    python scripts/bench_forecasters.py --unbatched          # and series_gru with max_batch_size 1
 
 
 Each model is served by a server of its own (`RNNSERVE_FORECAST_MODEL`, one worker, no other model
@@ -11,7 +12,8 @@ but the digit model every server loads), started together; then `hey` alternates
 after round, each round in the other order, so that a slow minute of the machine costs both. The body
 is one series of 240 monthly-like values and a horizon of 18. Prints the requests per second of every
 round, the medians and their ratio, and each server's largest process's resident memory after the
-load.
+load. `--unbatched` adds a third server, the first model with `RNNSERVE_MAX_BATCH_SIZE=1` (one model call
+per request), and the ratio of batching.
 
 `--alone` measures the graphs instead, without a server: every committed version of both models in ONNX
 Runtime on one thread, `session.run` on batches of 1, 16 and 64 copies of the body's series (padded as
@@ -49,17 +51,16 @@ def alone(models: list[str], batches: tuple[int, ...] = (1, 16, 64), repeats: in
     import onnxruntime as ort
 
     sys.path.insert(0, str(REPO_ROOT))
+    from service.runtimes.onnx import session_options
     from service.series import pad_left
 
     series = np.array(json.loads(body())["series"], dtype=np.float64)
     print(f"\n| model | {' | '.join(f'batch {b}' for b in batches)} |")
-    print(f"| --- |{' ---: |' * len(batches)}")
+    print(f"|---|{'---:|' * len(batches)}")
     for name in models:
         for folder in sorted((REPO_ROOT / "models" / name).iterdir(), key=lambda p: int(p.name)):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = options.inter_op_num_threads = 1
             session = ort.InferenceSession(
-                str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
+                str(folder / "model.onnx"), session_options(1), providers=["CPUExecutionProvider"]
             )
             patch = json.loads((folder / "metadata.json").read_text())["config"]["patch_size"]
             takes = {i.name for i in session.get_inputs()}
@@ -86,20 +87,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--alone", action="store_true", help="the graphs alone in ONNX Runtime, no server")
+    parser.add_argument("--unbatched", action="store_true", help="also NEW with RNNSERVE_MAX_BATCH_SIZE=1")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.alone:
         alone(args.models)
         return
     logs = Path(tempfile.mkdtemp(prefix="bench_forecasters_"))
+    new, old = args.models
+    unbatched = f"{new}, max_batch_size 1"
+    models = {new: new, old: old} | ({unbatched: new} if args.unbatched else {})
     servers = {}
-    for name in args.models:
+    for label, name in models.items():
         settings = {
             "model_dir": str(REPO_ROOT / "models"),
             "forecast_model": name,
             "models": "",
             "log_level": "WARNING",
-        }
-        servers[name] = start_service(settings, log_path=logs / f"{name}.log")
+        } | ({"max_batch_size": "1"} if label == unbatched else {})
+        servers[label] = start_service(settings, log_path=logs / f"{label.replace(' ', '_')}.log")
     body_file = logs / "body.json"
     body_file.write_bytes(body())
     form = Form("forecast", "/forecast", "application/json", body_file.read_bytes(), "")
@@ -120,14 +125,15 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         for _, process in servers.values():
             stop(process)
-    new, old = args.models
-    medians = {name: statistics.median(values) for name, values in rates.items()}
+    medians = {label: statistics.median(values) for label, values in rates.items()}
     print(f"\n| model | median req/s (c={args.concurrency}) | largest process RSS |")
-    print("| --- | --- | --- |")
-    for name in args.models:
-        print(f"| {name} | {medians[name]:.1f} | {memory[name]:.0f} MB |")
+    print("|---|---:|---:|")
+    for label in servers:
+        print(f"| {label} | {medians[label]:.1f} | {memory[label]:.0f} MB |")
     ratio, extra = medians[new] / medians[old], memory[new] - memory[old]
     print(f"\n{new} / {old}: throughput {ratio:.2f}×, RSS {extra:+.0f} MB")
+    if args.unbatched:
+        print(f"{new} batched / one call per request: throughput {medians[new] / medians[unbatched]:.2f}×")
 
 
 if __name__ == "__main__":

@@ -68,18 +68,15 @@ def command_line(module: str, argv: Sequence[str]) -> str:
 
 
 def onnx_session(path: Path, threads: int | None = None) -> onnxruntime.InferenceSession:
-    """An ONNX Runtime session for the model at `path` on the CPU, with `threads` intra-op threads
-    (None: ONNX Runtime's choice, one per core) that sleep when idle instead of spinning: spinning
-    threads take the cores that torch and the HTTP side share with them."""
+    """An ONNX Runtime session for the model at `path` on the CPU, set up as the service sets up its
+    own, with `threads` intra-op threads (None: ONNX Runtime's choice, one per core)."""
     import onnxruntime
 
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads is not None:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from service.runtimes.onnx import session_options
+
+    return onnxruntime.InferenceSession(
+        str(path), session_options(threads), providers=["CPUExecutionProvider"]
+    )
 
 
 def export_model(

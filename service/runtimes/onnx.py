@@ -31,6 +31,20 @@ def choose_providers(device: Literal["auto", "cpu", "cuda"], available: list[str
     return [CPU]
 
 
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Session options with `threads` intra-op threads (0 or None: one per core) and one inter-op
+    thread, errors-only logging, and idle intra-op threads that sleep instead of spinning: spinning
+    threads take the CPU that the HTTP side of the service (or torch, or a load generator) needs
+    between model calls."""
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
 class OnnxRuntime:
     """One ONNX Runtime session on `artifact.file`."""
 
@@ -38,13 +52,7 @@ class OnnxRuntime:
 
     def __init__(self, artifact: ModelArtifact, device: Literal["auto", "cpu", "cuda"], threads: int) -> None:
         providers = choose_providers(device, ort.get_available_providers())
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3  # errors only; a CUDA fallback is reported below
-        # Idle intra-op threads sleep instead of spinning: spinning threads take the CPU that the
-        # HTTP side of the service needs between model calls.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options = session_options(threads)  # errors only: a CUDA fallback is reported below
         try:
             self.session = ort.InferenceSession(str(artifact.file), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types, all Exceptions

@@ -139,3 +139,22 @@ def test_the_forecasters_alone_have_a_row_per_committed_version() -> None:
     }
     assert {row["model"] for row in rows} == expected
     positive(rows, "batch 1", "batch 16", "batch 64")
+
+
+def test_the_forecasters_under_load_with_the_unbatched_server() -> None:
+    if shutil.which("hey") is None:
+        pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_forecasters.py", "--unbatched", "--rounds", "2", "--seconds", "1",
+         "--concurrency", "8"],
+        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert " 0 failed" in done.stdout and not any(
+        "failed" in line and " 0 failed" not in line for line in done.stdout.splitlines()
+    ), done.stdout
+    rows = table("## servers\n" + done.stdout.split("\n\n", 1)[1], "servers")
+    assert [row["model"] for row in rows] == ["series_gru", "sine_gru", "series_gru, max_batch_size 1"]
+    positive(rows, "median req/s (c=8)", "largest process RSS")
+    assert "series_gru batched / one call per request: throughput" in done.stdout

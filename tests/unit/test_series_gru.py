@@ -141,7 +141,7 @@ def test_every_version_of_the_same_weights_forecasts_alike() -> None:
     """v2 is v1's learned weights in a faster graph of the same arithmetic: the same answers."""
     draw = series_data.real_like_batch(np.random.default_rng(12), 16, 1024, 128)
     feeds = {"series": draw.history, "mask": draw.mask, "season": draw.season}
-    answers = {}
+    answers: dict[str, list[list[np.ndarray]]] = {}
     for folder in REPOSITORY.iterdir():
         training = json.loads((folder / "metadata.json").read_text())["training"]
         weights = training.get("weights_from", f"series_gru/{folder.name}")
