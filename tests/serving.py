@@ -6,14 +6,15 @@ benchmark, soak and load-test scripts share: here a server that exits or is not 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import local_server
 import pytest
 from local_server import ServerNotReady, free_port
 
-__all__ = ["REPO_ROOT", "free_port", "start_service", "wait_until_ready"]
+__all__ = ["REPO_ROOT", "free_port", "one_worker_service", "start_service", "wait_until_ready"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,3 +39,15 @@ def start_service(models_dir: Path, log_path: Path, **settings: str) -> tuple[st
         return local_server.start_service(chosen, log_path=log_path)
     except ServerNotReady as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@contextmanager
+def one_worker_service(log_path: Path, **settings: str) -> Iterator[str]:
+    """The committed models served by one worker with one ONNX Runtime thread and the given settings,
+    for the length of a `with`; its URL."""
+    url, process = start_service(REPO_ROOT / "models", log_path, workers="1", threads="1", **settings)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
