@@ -15,9 +15,10 @@ round, the medians and their ratio, and each server's largest process's resident
 load. `--unbatched` adds a third server, the first model with `RNNSERVE_MAX_BATCH_SIZE=1` (one model call
 per request), and the ratio of batching.
 
-`--alone` measures the graphs instead, without a server: every committed version of both models in ONNX
-Runtime on one thread, `session.run` on batches of 1, 16 and 64 copies of the body's series (padded as
-the service pads them), best of 5; it prints milliseconds per series.
+`--alone` measures the models instead, without a server: every committed version of both, loaded as the
+service loads it (ONNX Runtime, one thread) and timed in the forecasting task's own model call (the
+padding and `session.run`) on batches of 1, 16 and 64 copies of the body's series, best of 5; it prints
+milliseconds per series.
 """
 
 from __future__ import annotations
@@ -47,34 +48,34 @@ def body(seed: int = 0) -> bytes:
 
 
 def alone(models: list[str], batches: tuple[int, ...] = (1, 16, 64), repeats: int = 5) -> None:
-    """Milliseconds per series of every committed version of `models`, alone in ONNX Runtime (1 thread)."""
-    import onnxruntime as ort
-
+    """Milliseconds per series of every committed version of `models`, without a server: each version
+    loaded as the service loads it (ONNX Runtime on the CPU, one thread), timed in the forecasting task's
+    own model call (`run_batch`: the padding and the graph) on batches of copies of the body's series."""
     sys.path.insert(0, str(REPO_ROOT))
-    from service.runtimes.onnx import session_options
-    from service.series import pad_left
+    from service.config import Settings
+    from service.loading import load_model
+    from service.metrics import ServiceMetrics
+    from service.tasks.forecasts import Forecaster, SeriesInput
 
-    series = np.array(json.loads(body())["series"], dtype=np.float64)
+    given = json.loads(body())
+    series = SeriesInput(np.array(given["series"], dtype=np.float64), given["horizon"])
+    settings, metrics = Settings(model_dir=REPO_ROOT / "models", device="cpu", threads=1), ServiceMetrics()
     print(f"\n| model | {' | '.join(f'batch {b}' for b in batches)} |")
     print(f"|---|{'---:|' * len(batches)}")
     for name in models:
         for folder in sorted((REPO_ROOT / "models" / name).iterdir(), key=lambda p: int(p.name)):
-            session = ort.InferenceSession(
-                str(folder / "model.onnx"), session_options(1), providers=["CPUExecutionProvider"]
-            )
-            patch = json.loads((folder / "metadata.json").read_text())["config"]["patch_size"]
-            takes = {i.name for i in session.get_inputs()}
+            model = load_model(Forecaster, name, settings, metrics, folder.name)
+            assert isinstance(model, Forecaster)
+            (query,) = model.queries([series])
+            row = model.item(query.window, query.season)
             cells = []
             for batch in batches:
-                padded, mask = pad_left([series] * batch, patch)
-                feeds = {"series": padded, "mask": mask} | (
-                    {"season": np.zeros((batch, 1), dtype=np.float32)} if "season" in takes else {}
-                )
-                session.run(None, feeds)
+                rows = [row] * batch
+                model.run_batch(rows)
                 best = float("inf")
                 for _ in range(repeats):
                     started = time.perf_counter()
-                    session.run(None, feeds)
+                    model.run_batch(rows)
                     best = min(best, time.perf_counter() - started)
                 cells.append(f"{1000 * best / batch:.2f} ms")
             print(f"| {name} v{folder.name} | {' | '.join(cells)} |")

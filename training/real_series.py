@@ -226,6 +226,12 @@ def trim_missing(values: np.ndarray) -> np.ndarray:
     return values[present[0] : present[-1] + 1] if len(present) else values[:0]
 
 
+def window_horizon(series: RealSeries, horizon_scale: int = 1) -> int:
+    """How many values a window of `series` holds out: `horizon_scale` group horizons, at most
+    `MAX_HORIZON`."""
+    return min(series.horizon * horizon_scale, MAX_HORIZON)
+
+
 def window(
     series: RealSeries, values: np.ndarray | None = None, origin: int = 0, horizon_scale: int = 1
 ) -> Window:
@@ -238,7 +244,7 @@ def window(
             f"{series.name} ({series.source}): expected 1-D values, missing ones only at the ends; got shape "
             f"{values.shape} with {int(np.sum(~np.isfinite(values)))} missing: fill them in its loader"
         )
-    h = min(series.horizon * horizon_scale, MAX_HORIZON)
+    h = window_horizon(series, horizon_scale)
     values = values[: len(values) - origin * series.horizon]
     if len(values) <= h:
         raise ValueError(f"{series.name}: {len(values)} values leave no history before the last {h}")
@@ -262,10 +268,9 @@ def windows(
         names = spread(names, sample)
     cut = []
     for name in names:
-        series, values = CATALOGUE[name], None
+        series = CATALOGUE[name]
+        values, h = trim_missing(series.load()), window_horizon(series, horizon_scale)
         for origin in range(origins):
-            values = trim_missing(series.load()) if values is None else values
-            h = min(series.horizon * horizon_scale, MAX_HORIZON)
             plain = origin == 0 and horizon_scale == 1
             if plain or len(values) - origin * series.horizon - h >= max(3 * series.season, 16):
                 cut.append(window(series, values, origin, horizon_scale))

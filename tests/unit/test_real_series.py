@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from service.repository import newest_version
 from service.series import normal_quantile
 from training import evaluate_forecast
 from training.evaluate_real import markdown, mase_scale, refusal, served_model
@@ -29,9 +30,7 @@ from training.real_series import (
 )
 
 SAMPLE = 6
-SERVED = max(
-    (Path(__file__).resolve().parents[2] / "models" / "series_gru").iterdir(), key=lambda v: int(v.name)
-).name  # the version the service serves
+SERVED = newest_version(Path(__file__).resolve().parents[2] / "models", "series_gru").name  # as served
 MODEL = f"series_gru v{SERVED} (m given)"
 DETECTED = f"series_gru v{SERVED} (m detected)"
 BASELINES = ["SeasonalNaive", "AutoETS"]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from service.repository import newest_version
 from service.series import pad_left
 from training import series_data, series_train
 from training.export import onnx_session
@@ -18,7 +19,7 @@ from training.series_net import BacktestGRU
 from training.series_train import NAME
 
 REPOSITORY = Path(__file__).resolve().parents[2] / "models" / "series_gru"
-MODEL = max(REPOSITORY.iterdir(), key=lambda folder: int(folder.name))  # the version served
+MODEL = newest_version(REPOSITORY.parent, "series_gru")  # the version served
 PATCH = json.loads((MODEL / "metadata.json").read_text())["config"]["patch_size"]
 
 
