@@ -15,8 +15,10 @@ where the window holds values.
   constants, each grid point a linear recurrence s_t = M·s_{t-1} + c·y_t run in blocks of fixed matrix
   products (`Chunked`); the grid point with the smallest in-sample one-step squared error wins; theta is
   the SES forecast plus half the window's least-squares slope.
-- `Classical`: naive, seasonal naive, drift, SES, Holt and theta (the last three on the
-  seasonally adjusted window, the indices added back), over `horizon` steps.
+- `Classical`: seasonal drift, seasonal naive, drift, SES, Holt and theta (the last three on the
+  seasonally adjusted window, the indices added back), over `horizon` steps. Seasonal drift is the
+  seasonal naive forecast raised, for each season ahead, by m times the slope from the first season's
+  last value to the newest value; with m = 1 it is the naive forecast.
 
 Everything here is linear in the window's values once the season and the grid points are chosen, and
 those choices do not change when the window is scaled or shifted; so a·y + b is forecast as a·ŷ + b.
@@ -36,7 +38,7 @@ INDEX_CYCLES = 6
 MIN_PERIOD = 4
 MAX_PERIOD = 128
 MIN_AUTOCORRELATION = 0.3
-CANDIDATES = ("naive", "seasonal_naive", "drift", "ses", "holt_damped", "theta")
+CANDIDATES = ("seasonal_drift", "seasonal_naive", "drift", "ses", "holt_damped", "theta")
 
 
 def smoothing_grid() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -332,11 +334,18 @@ class Classical(torch.nn.Module):
         last = values[:, -1:]
         ahead = torch.arange(1, horizon + 1, dtype=values.dtype, device=values.device)[None, :]
         first = gather_rows(values, width - count.long())
-        naive = last.expand(-1, horizon)
         # Seasonal naive: step j repeats the value m - ((j-1) mod m) steps back.
         back = m.long() - (ahead.long() - 1) % m.long()
         seasonal = gather_rows(values, width - back)
         drift = last + ahead * (last - first) / (count - 1).clamp_min(1.0)
+        # Seasonal drift: the season repeated, raised for each season ahead by m times the slope from the
+        # first season's last value to the newest value; with m = 1, the naive forecast (the drift
+        # candidate is the other half of that pair).
+        since = (count - m).clamp_min(1.0)
+        slope = (last - gather_rows(values, width - 1 - since.long())) / since
+        seasonal_drift = torch.where(
+            m > 1, seasonal + torch.ceil(ahead / m) * m * slope, last.expand(-1, horizon)
+        )
         indices = seasonal_indices(values, span, m)
         window_phase, future_phase = phase_of(width, horizon, m)
         adjusted = (values - torch.gather(indices, 1, window_phase.expand(values.shape[0], -1))) * span
@@ -344,4 +353,4 @@ class Classical(torch.nn.Module):
         smoothed = self.smooth((adjusted - start) * span, span, observed)
         future_index = torch.gather(indices, 1, future_phase)
         smoothed = smoothed + start[:, :, None] + future_index[:, None, :]
-        return torch.cat([torch.stack([naive, seasonal, drift], dim=1), smoothed], dim=1)
+        return torch.cat([torch.stack([seasonal_drift, seasonal, drift], dim=1), smoothed], dim=1)

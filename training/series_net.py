@@ -1,4 +1,4 @@
-"""Forecaster v3 (`series_gru`): classical forecasts weighed by a backtest on the history's own end, and a
+"""Forecaster v4 (`series_gru`): classical forecasts weighed by a backtest on the history's own end, and a
 GRU that reads the series and sets how wide its bands are.
 
 Inside the graph, for each row of a batch:
@@ -8,11 +8,12 @@ Inside the graph, for each row of a batch:
 2. The season length is the caller's hint (`season` ≥ 1) or, for 0, detected from the autocorrelation
    of the differenced last `window` values (`training.series_candidates.SeasonDetector`); a season the
    window does not hold twice counts as none.
-3. The candidates (`training.series_candidates`: naive, seasonal naive, drift, SES, damped Holt and theta
-   on the seasonally adjusted window) and a `harmonic` one (the line and the periodogram's strongest
-   sinusoid over the whole context, as forecaster v2 fits them, `training.harmonics`) forecast the
-   future from the window, and the b values after each of `ORIGINS` earlier origins b apart from the
-   values before them (b = the season, at least 8 and at most 48 steps).
+3. The candidates (`training.series_candidates`: seasonal drift, seasonal naive, drift, SES, damped
+   Holt and theta on the seasonally adjusted window) and a `harmonic` one (the line and the
+   periodogram's strongest sinusoid over the whole context, as forecaster v2 fits them,
+   `training.harmonics`) forecast the future from the window, and the b values after each of `ORIGINS`
+   earlier origins b apart from the values before them (b = the season, at least 8 and at most 48
+   steps).
 4. Weights: the `TOP` candidates with the smallest backtest MAE, in proportion to MAE^-`SHARPNESS`.
 5. Spread: the weighted forecast's backtest errors, pooled as e²/step and grown as √step, widened by
    `WIDTH` (fitted on the real validation series), then scaled per step by the GRU's factor.

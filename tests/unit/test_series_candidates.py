@@ -131,3 +131,17 @@ def test_candidates_follow_the_series_under_a_scale_and_a_shift() -> None:
     np.testing.assert_allclose(moved.numpy(), (plain * -3.0 + 100.0).numpy(), rtol=1e-4, atol=1e-2)
     # Seasonal naive repeats the last season exactly.
     np.testing.assert_allclose(plain[0, 1, :12].numpy(), rows[0][-12:], rtol=1e-6)
+
+
+def test_seasonal_drift_continues_a_trending_season_and_is_naive_without_one() -> None:
+    t = np.arange(120)
+    shape = np.array([3.0, -1.0, 4.0, 1.0, -5.0, 9.0, 2.0, -6.0, 5.0, 3.0, -5.0, 8.0])
+    trending = (shape[t % 12] + 0.5 * t).astype(np.float32)  # a season on a line: exactly predictable
+    walk = np.cumsum(np.random.default_rng(6).normal(size=120)).astype(np.float32)
+    values, mask = right_aligned([trending, walk])
+    horizon = 30
+    paths = classical.Classical(WIDTH, horizon)(values, mask, mask, torch.tensor([[12.0], [1.0]]))
+    slot = classical.CANDIDATES.index("seasonal_drift")
+    future = np.arange(120, 120 + horizon)
+    np.testing.assert_allclose(paths[0, slot].numpy(), shape[future % 12] + 0.5 * future, rtol=1e-5)
+    np.testing.assert_allclose(paths[1, slot].numpy(), np.full(horizon, walk[-1]), rtol=1e-6)
