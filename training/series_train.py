@@ -181,10 +181,10 @@ def metadata(recipe: SeriesRecipe, version: str, seconds: float, losses: list[fl
         "version": version,
         "task": "forecasting",
         "description": (
-            "Forecaster for real series: naive, seasonal naive, drift, SES, damped Holt, theta and a "
-            "harmonic fit, computed in the graph and weighed by a backtest on the history's own end; a "
-            "GRU reads the series and sets the width of the bands. Gaussian mean and std for each of the "
-            "next max_horizon steps"
+            "Forecaster for real series: seasonal drift (naive without a season), seasonal naive, drift, "
+            "SES, damped Holt, theta and a harmonic fit, computed in the graph and weighed by a backtest "
+            "on the history's own end; a GRU reads the series and sets the width of the bands. Gaussian "
+            "mean and std for each of the next max_horizon steps"
         ),
         "config": {
             "network": "BacktestGRU",
