@@ -227,6 +227,16 @@ def learned_from(network: series_net.BacktestGRU, earlier: Path) -> dict[str, An
     missing = set(learned) - set(state)
     if missing:
         raise SystemExit(f"{earlier} holds no weights for {sorted(missing)}: not this network")
+    mismatched = [
+        f"{name} {tuple(state[name].shape)} (this network: {tuple(value.shape)})"
+        for name, value in learned.items()
+        if state[name].shape != value.shape
+    ]
+    if mismatched:
+        raise SystemExit(
+            f"{earlier}'s weights have other shapes than this recipe's network: {', '.join(mismatched)}; "
+            "export them with the recipe they were trained with (its metadata's training.recipe)"
+        )
     network.load_state_dict({name: state[name] for name in learned}, strict=False)
     document = json.loads((earlier / "metadata.json").read_text())
     return document["training"] | {"weights_from": f"{document['name']}/{document['version']}"}

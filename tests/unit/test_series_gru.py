@@ -174,3 +174,10 @@ def test_a_dry_run_trains_and_weights_from_it_export_the_same_forecaster(tmp_pat
     )
     for a, b in zip(first, second, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * np.abs(a).max())
+
+
+def test_weights_of_another_shape_are_refused_with_what_differs() -> None:
+    network = BacktestGRU(hidden_size=32)  # the committed versions have hidden 64
+    expected = r"other shapes than this recipe's network: gru\.weight_ih_l0 \(192, 32\) \(this network: \(96"
+    with pytest.raises(SystemExit, match=expected):
+        series_train.learned_from(network, MODEL)
