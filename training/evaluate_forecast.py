@@ -1,12 +1,13 @@
 """The forecaster's evaluation protocols, run on an exported model through ONNX Runtime.
 
     python -m training.evaluate_forecast --model-dir models --version 2 [--baselines]
-    python -m training.evaluate_forecast --real [--set validation|held-out] [--version N] [--baselines
-        [NAME ...]] [--candidates] [--sample K] [--out reports/real.json]
+    python -m training.evaluate_forecast --real [--set validation|employment|held-out] [--version N]
+        [--baselines [NAME ...]] [--candidates] [--sample K] [--out reports/real.json]
 
 `--real` runs the real-series protocol instead (`training.evaluate_real`): the served model and
-statsforecast's baselines on real series that ship inside statsmodels and pmdarima (`training.real_series`),
-and with `--candidates` the numpy backtest combiner of classical forecasters (`training.candidates`).
+statsforecast's baselines on real series that ship inside statsmodels, pmdarima and vega_datasets
+(`training.real_series`), and with `--candidates` the numpy backtest combiner of classical forecasters
+(`training.candidates`).
 
 Protocol v1 (`evaluate`): 256 held-out series of the v1 family from seed 20261123, history 256,
 horizon 32. Protocol v2 (`evaluate_v2`): history 1024, horizon 32, 200 held-out series in each of four

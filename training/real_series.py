@@ -5,8 +5,10 @@ monthly data, 5 a week for trading days, 48 a day for half-hours; 1 for yearly a
 horizon h (monthly 18, quarterly 8, weekly 13, daily 14, half-hourly 48, yearly 6, other 8). A window
 holds out a series' last h values and keeps at most `MAX_HISTORY` values before them as history.
 
-The catalogue is split once, here, into two fixed sets of different series: `VALIDATION`, which model
-work may tune on, and `HELD_OUT`, which it must only be judged on. A group with one series lies in one
+The catalogue is split once, here, into fixed sets of different series: `VALIDATION` and `EMPLOYMENT`,
+which model work may tune on, and `HELD_OUT`, which it must only be judged on. `EMPLOYMENT` is 23 monthly
+US employment series (vega_datasets' `us-employment`, seasonally adjusted, 2006–2015): smooth trends
+through a recession, the kind of series the other sets hold few of. A group with one series lies in one
 set only (weekly: CO2 in validation; half-hourly: Taylor's electricity demand in held-out). Series of
 one phenomenon (the sunspots, yearly and monthly) lie in the same set.
 
@@ -52,7 +54,7 @@ def _package(name: str) -> ModuleType:
     except ImportError:
         raise SystemExit(
             f"the real series need {name.split('.')[0]}: pip install -e '.[eval]' "
-            "(statsmodels, pmdarima and statsforecast)"
+            "(statsmodels, pmdarima, vega_datasets and statsforecast)"
         ) from None
 
 
@@ -102,6 +104,14 @@ def _heartrate() -> np.ndarray:
     return values[: len(values) - repeats]
 
 
+def _employment(column: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        frame = _package("vega_datasets").local_data.us_employment()
+        return frame[column].to_numpy(dtype=np.float64)
+
+    return load
+
+
 def _elec_equip() -> np.ndarray:
     """Euro-area manufacture of electrical equipment, a monthly index (the frame's one column)."""
     frame = _package("statsmodels.datasets.elec_equip").load().data
@@ -132,6 +142,17 @@ def _quarterly(dataset: str, prefix: str, column: str) -> RealSeries:
         f"{prefix}.{column}", "quarterly", f"statsmodels {dataset} {column}", _statsmodels(dataset, column)
     )
 
+
+EMPLOYMENT_COLUMNS = (
+    "nonfarm", "private", "goods_producing", "service_providing", "private_service_providing",
+    "mining_and_logging", "construction", "manufacturing", "durable_goods", "nondurable_goods",
+    "trade_transportation_utilties", "wholesale_trade", "retail_trade", "transportation_and_warehousing",
+    "utilities", "information", "financial_activities", "professional_and_business_services",
+    "education_and_health_services", "leisure_and_hospitality", "other_services", "government",
+    "nonfarm_change",
+)  # fmt: skip
+"""The columns of vega_datasets' us-employment (thousands of jobs a month; the last, the month's change in
+nonfarm jobs), as the file spells them."""
 
 CATALOGUE: dict[str, RealSeries] = {
     s.name: s
@@ -174,6 +195,10 @@ CATALOGUE: dict[str, RealSeries] = {
         RealSeries(
             "heartrate", "other", "pmdarima load_heartrate (every 0.5 s), held end dropped", _heartrate
         ),
+        *[
+            RealSeries(f"us_employment.{c}", "monthly", f"vega_datasets us-employment {c}", _employment(c))
+            for c in EMPLOYMENT_COLUMNS
+        ],
     ]
 }
 
@@ -198,7 +223,10 @@ HELD_OUT: tuple[str, ...] = (
 )  # fmt: skip
 """Series that model work must never tune on: only the final judgement reads them."""
 
-SETS: dict[str, tuple[str, ...]] = {"validation": VALIDATION, "held-out": HELD_OUT}
+EMPLOYMENT: tuple[str, ...] = tuple(f"us_employment.{c}" for c in EMPLOYMENT_COLUMNS)
+"""Monthly US employment, a second set that model work may tune on."""
+
+SETS: dict[str, tuple[str, ...]] = {"validation": VALIDATION, "employment": EMPLOYMENT, "held-out": HELD_OUT}
 
 
 MAX_HORIZON = 128

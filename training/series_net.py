@@ -1,4 +1,4 @@
-"""Forecaster v4 (`series_gru`): classical forecasts weighed by a backtest on the history's own end, and a
+"""Forecaster v5 (`series_gru`): classical forecasts weighed by a backtest on the history's own end, and a
 GRU that reads the series and sets how wide its bands are.
 
 Inside the graph, for each row of a batch:
@@ -41,8 +41,8 @@ from training import series_candidates as classical
 ORIGINS = 4
 WEIGHT_ORIGINS = 4
 TOP = 3
-SHARPNESS = 2.0
-"""The chosen candidates' weights go as backtest MAE ** -SHARPNESS."""
+SHARPNESS = 4.0
+"""The chosen candidates' weights go as backtest MAE ** -SHARPNESS (2 before v5)."""
 SPREAD_BOUND = 2.5
 """The GRU scales each step's spread by a factor between e^-SPREAD_BOUND and e^SPREAD_BOUND."""
 WIDTH = 2.25
@@ -259,6 +259,7 @@ def parameters_described() -> dict[str, object]:
         "origins": ORIGINS,
         "weight_origins": WEIGHT_ORIGINS,
         "top": TOP,
+        "sharpness": SHARPNESS,
         "width": WIDTH,
         "backtest_steps": f"the season, clamped to [{MIN_BACKTEST}, {MAX_BACKTEST}]",
         "smoothing_grid": {

@@ -12,7 +12,7 @@ Every batch is drawn afresh from `training.series_data.real_like_batch` (generat
 real ones do, and the sine family). The loss (`loss_of`) is the Gaussian negative log-likelihood of the
 std on the sine family's rows, and the squared log spread factor on the other rows. Real series never
 reach training: the exported model is scored on the
-real-data protocol's validation and held-out sets (`training.real_series`) with the season given and
+real-data protocol's three sets (`training.real_series`) with the season given and
 detected, and on the sine family's protocol v2, and those scores go into its metadata.
 """
 
@@ -150,7 +150,7 @@ def real_scores(path: Path, patch: int) -> dict[str, Any]:
     from training.real_series import windows
 
     report: dict[str, Any] = {}
-    for set_name in ("validation", "held-out"):
+    for set_name in ("validation", "employment", "held-out"):
         cut = windows(set_name)
         for label, given in (("season given", True), ("season detected", False)):
             seasons = [float(w.series.season) if given else 0.0 for w in cut]

@@ -19,6 +19,7 @@ from training import evaluate_forecast
 from training.evaluate_real import markdown, mase_scale, refusal, served_model
 from training.real_series import (
     CATALOGUE,
+    EMPLOYMENT,
     FREQUENCIES,
     HELD_OUT,
     MAX_HISTORY,
@@ -48,9 +49,10 @@ def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[s
 
 
 def test_the_sets_split_the_catalogue_into_different_series() -> None:
-    assert not set(VALIDATION) & set(HELD_OUT)
-    assert set(VALIDATION) | set(HELD_OUT) == set(CATALOGUE)
-    assert len(VALIDATION) == len(set(VALIDATION)) and len(HELD_OUT) == len(set(HELD_OUT))
+    sets = (set(VALIDATION), set(EMPLOYMENT), set(HELD_OUT))
+    assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1 :])
+    assert set.union(*sets) == set(CATALOGUE)
+    assert sum(map(len, sets)) == len(VALIDATION) + len(EMPLOYMENT) + len(HELD_OUT)
     # Series of one phenomenon lie in one set.
     assert {"sunspots.monthly", "sunspots.yearly"} <= set(HELD_OUT)
 
@@ -160,7 +162,10 @@ def test_the_served_models_numbers_match_its_onnx_session(
     scale = np.abs(w.history[w.series.season :] - w.history[: -w.series.season]).mean()
     half = normal_quantile(95.0) * std
     scored = report["series"][name]["forecasters"][MODEL if given else DETECTED]
-    assert scored["mase"] == pytest.approx(np.abs(mean - w.truth).mean() / scale, rel=1e-5)
+    # float32 forecasts of values far from zero (co2: about 370) round to about 1e-7 of the values: alone
+    # here, in a batch of other lengths there.
+    rounding = 1e-6 * np.abs(w.history).max() / scale
+    assert scored["mase"] == pytest.approx(np.abs(mean - w.truth).mean() / scale, rel=1e-5, abs=rounding)
     assert scored["coverage_95"] == np.mean(np.abs(w.truth - mean) <= half)
     assert scored["fitted"].startswith(f"series_gru v{SERVED} (ONNX Runtime")
 
