@@ -128,10 +128,11 @@ test-process: mnist load-tools $(VENV)/.dev-installed ## the process tier: real 
 test-system: mnist system-tools $(VENV)/.dev-installed ## the system tier (root or the tools; Docker; long)
 	@$(call pytest,tests/system)
 
-# The container images, checked and built and run for real (tests/system/test_container_files.py, then
-# test_container.py with scripts/containers.py): hadolint and docker-compose config, then the CPU image built, served with `docker-compose --profile cpu
-# up`, checked and stopped, and the train-cpu image built and run for a dry run. A Docker engine is started
-# for the run when none answers, and a stand-in base image made once when no registry answers.
+# The container images, checked, then built and run for real (tests/system/test_container_files.py, then
+# test_container.py with scripts/containers.py): hadolint and docker-compose config, then the CPU image
+# built, served with `docker-compose --profile cpu up`, checked and stopped, and the train-cpu image built
+# and run for a dry run. A Docker engine is started for the run when none answers, and a stand-in base
+# image made once when no registry answers.
 check-containers: container-tools $(VENV)/.dev-installed ## build, run and stop the CPU images (root; Docker; long)
 	@$(call pytest,-s tests/system/test_container_files.py tests/system/test_container.py)
 

@@ -49,5 +49,4 @@ def one_worker_service(log_path: Path, **settings: str) -> Iterator[str]:
     try:
         yield url
     finally:
-        process.terminate()
-        process.wait()
+        local_server.stop(process)

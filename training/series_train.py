@@ -147,10 +147,10 @@ def real_scores(path: Path, patch: int) -> dict[str, Any]:
     detected, scored as `training.evaluate_real` scores the served model (the baselines' scores are
     `python -m training.evaluate_forecast --real`'s)."""
     from training.evaluate_real import gaussian_forecast, reference, scores, summary
-    from training.real_series import windows
+    from training.real_series import SETS, windows
 
     report: dict[str, Any] = {}
-    for set_name in ("validation", "employment", "held-out"):
+    for set_name in SETS:
         cut = windows(set_name)
         for label, given in (("season given", True), ("season detected", False)):
             seasons = [float(w.series.season) if given else 0.0 for w in cut]

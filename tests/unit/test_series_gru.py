@@ -138,7 +138,7 @@ def test_the_export_matches_the_eager_network() -> None:
         np.testing.assert_allclose(other, eager_std.numpy(), atol=1e-4 * size)
 
 
-def test_every_version_of_the_same_weights_and_candidates_forecasts_alike() -> None:
+def test_every_version_of_the_same_weights_and_graph_settings_forecasts_alike() -> None:
     """v2 is v1's learned weights in a faster graph of the same arithmetic: the same answers. (v4 and v5
     have v3's weights in graphs of other settings: another candidate, other weights; the graph's settings
     in the metadata tell them apart.)"""
