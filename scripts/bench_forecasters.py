@@ -5,6 +5,7 @@ concurrency and each server's resident memory.
     python scripts/bench_forecasters.py --rounds 6 --seconds 10
     python scripts/bench_forecasters.py --alone              # the graphs alone, every version
     python scripts/bench_forecasters.py --unbatched          # and series_gru with max_batch_size 1
+    python scripts/bench_forecasters.py --profile            # series_gru's time by operator type
 
 
 Each model is served by a server of its own (`RNNSERVE_FORECAST_MODEL`, one worker, no other model
@@ -19,6 +20,11 @@ per request), and the ratio of batching.
 service loads it (ONNX Runtime, one thread) and timed in the forecasting task's own model call (the
 padding and `session.run`) on batches of 1, 16 and 64 copies of the body's series, best of 5; it prints
 milliseconds per series.
+
+`--profile` runs the newest version of NEW under ONNX Runtime's own profiler (one thread, the service's
+session options, 20 calls on a batch of 64 copies of the body's series) and prints each operator type's
+share of the kernel time: how much of the graph's cost lies in matrix products and the GRU, what an
+integer variant could speed up.
 """
 
 from __future__ import annotations
@@ -81,6 +87,53 @@ def alone(models: list[str], batches: tuple[int, ...] = (1, 16, 64), repeats: in
             print(f"| {name} v{folder.name} | {' | '.join(cells)} |")
 
 
+def profile(name: str, batch: int = 64, calls: int = 20, top: int = 12) -> None:
+    """Each operator type's share of the kernel time of the newest version of `name` (see the module's
+    text), from ONNX Runtime's profiler."""
+    sys.path.insert(0, str(REPO_ROOT))
+    import onnxruntime as ort
+
+    from service.config import Settings
+    from service.loading import load_model
+    from service.metrics import ServiceMetrics
+    from service.repository import locate
+    from service.runtimes.onnx import CPU, session_options
+    from service.tasks.forecasts import Forecaster, SeriesInput
+
+    given = json.loads(body())
+    series = SeriesInput(np.array(given["series"], dtype=np.float64), given["horizon"])
+    settings = Settings(model_dir=REPO_ROOT / "models", device="cpu", threads=1)
+    model = load_model(Forecaster, name, settings, ServiceMetrics(), None)
+    assert isinstance(model, Forecaster)
+    (query,) = model.queries([series])
+    feeds = model.feeds([model.item(query.window, query.season)] * batch)
+    artifact = locate(settings.model_dir, name, "onnx")
+    with tempfile.TemporaryDirectory(prefix="bench_forecasters_") as scratch:
+        options = session_options(1)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        session = ort.InferenceSession(str(artifact.file), sess_options=options, providers=[CPU])
+        for _ in range(calls):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    by_type: dict[str, float] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            by_type[op] = by_type.get(op, 0.0) + event["dur"]
+    total = sum(by_type.values())
+    print(
+        f"\n{name} v{artifact.version}: kernel time by operator type, batch {batch}, {calls} calls, 1 thread"
+    )
+    print("\n| operator | share of kernel time |")
+    print("|---|---:|")
+    ranked = sorted(by_type.items(), key=lambda item: -item[1])
+    for op, spent in ranked[:top]:
+        print(f"| {op} | {100 * spent / total:.1f} % |")
+    rest = sum(spent for _, spent in ranked[top:])
+    print(f"| {len(ranked) - top} other types | {100 * rest / total:.1f} % |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs=2, default=["series_gru", "sine_gru"], metavar=("NEW", "OLD"))
@@ -89,11 +142,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--alone", action="store_true", help="the graphs alone in ONNX Runtime, no server")
     parser.add_argument("--unbatched", action="store_true", help="also NEW with RNNSERVE_MAX_BATCH_SIZE=1")
+    parser.add_argument("--profile", action="store_true", help="NEW's time by operator type, no server")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.profile:
+        profile(args.models[0])
+        return
     if args.alone:
         alone(args.models)
         return
-    logs = Path(tempfile.mkdtemp(prefix="bench_forecasters_"))
+    with tempfile.TemporaryDirectory(prefix="bench_forecasters_") as scratch:
+        served(args, Path(scratch))
+
+
+def served(args: argparse.Namespace, logs: Path) -> None:
+    """The two forecasters (and NEW unbatched, if asked) served and driven by `hey` in interleaved rounds;
+    the servers' logs and the request body go into `logs`."""
     new, old = args.models
     unbatched = f"{new}, max_batch_size 1"
     models = {new: new, old: old} | ({unbatched: new} if args.unbatched else {})

@@ -343,7 +343,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--out",
         type=Path,
-        help="where the new versions go (default: --model-dir; a dry run: a temporary folder)",
+        help="where the new versions go (default: --model-dir; a dry run: a temporary folder, then removed)",
     )
     parser.add_argument("--plot", type=Path, help="write a reliability diagram (PNG) of every model here")
     parser.add_argument(
@@ -358,7 +358,15 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    out = args.out or (Path(tempfile.mkdtemp(prefix="calibrate-")) if args.dry_run else args.model_dir)
+    if args.dry_run and args.out is None:
+        with tempfile.TemporaryDirectory(prefix="calibrate-") as scratch:
+            calibrate_all(args, argv, Path(scratch))
+    else:
+        calibrate_all(args, argv, args.out or args.model_dir)
+
+
+def calibrate_all(args: argparse.Namespace, argv: list[str], out: Path) -> None:
+    """Calibrate every model named in `args`, writing the new versions under `out`."""
     if args.dry_run and out.resolve().is_relative_to(args.model_dir.resolve()):
         raise SystemExit("--dry-run writes nothing into --model-dir: give --out a folder outside it, or none")
     names = [name.strip() for name in args.models.split(",") if name.strip()]

@@ -277,13 +277,18 @@ class Forecaster(ServedModel[np.ndarray, Moments]):
             return window
         return np.append(window, np.float32(season or 0))
 
-    def run_batch(self, inputs: list[np.ndarray]) -> list[Moments]:
-        feeds = {}
+    def feeds(self, inputs: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The graph's inputs for a batch of `item`s: the series padded on the left, their mask, and the
+        season hints when the graph takes them."""
+        season = {}
         if self.max_season is not None:
-            feeds["season"] = np.array([[row[-1]] for row in inputs], dtype=np.float32)
+            season["season"] = np.array([[row[-1]] for row in inputs], dtype=np.float32)
             inputs = [row[:-1] for row in inputs]
         values, mask = pad_left(inputs, self.patch_size)
-        outputs = self.runtime.run({"series": values, "mask": mask, **feeds})
+        return {"series": values, "mask": mask, **season}
+
+    def run_batch(self, inputs: list[np.ndarray]) -> list[Moments]:
+        outputs = self.runtime.run(self.feeds(inputs))
         mean, std = outputs["mean"], outputs["std"]
         expected = (len(inputs), self.max_horizon)
         if mean.shape != expected or std.shape != expected:

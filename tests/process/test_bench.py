@@ -141,6 +141,24 @@ def test_the_forecasters_alone_have_a_row_per_committed_version() -> None:
     positive(rows, "batch 1", "batch 16", "batch 64")
 
 
+def test_the_forecaster_profile_shares_its_time_among_operator_types(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_forecasters.py", "--profile"],
+        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(scratch)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    newest = max(int(p.name) for p in (REPO_ROOT / "models" / "series_gru").iterdir())
+    assert f"series_gru v{newest}: kernel time by operator type, batch 64" in done.stdout
+    rows = table("## profile\n" + done.stdout, "profile")
+    shares = {row["operator"]: number(row["share of kernel time"]) for row in rows}
+    assert {"MatMul", "GRU"} <= set(shares), shares
+    assert sum(shares.values()) == pytest.approx(100.0, abs=0.1 * len(shares))
+    assert not list(scratch.glob("bench_forecasters_*"))  # the profiler's file went with its folder
+
+
 def test_the_forecasters_under_load_with_the_unbatched_server() -> None:
     if shutil.which("hey") is None:
         pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from local_server import stop
 from serving import free_port, start_service
 
 pytestmark = pytest.mark.slow
@@ -187,9 +188,7 @@ def cluster(
         yield running
     finally:
         for replica in running.replicas.values():
-            if replica.process.poll() is None:
-                replica.process.kill()
-                replica.process.wait()
+            stop(replica.process)  # SIGTERM: a replica removes its temporary control folder as it exits
         balancer.terminate()
         balancer.wait(timeout=10)
 
