@@ -159,6 +159,24 @@ def test_the_forecaster_profile_shares_its_time_among_operator_types(tmp_path: P
     assert not list(scratch.glob("bench_forecasters_*"))  # the profiler's file went with its folder
 
 
+def test_one_digit_model_in_int8_against_float() -> None:
+    if shutil.which("hey") is None:
+        pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_precision.py", "--rounds", "1", "--seconds", "1"],
+        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
+        timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    rounds = [line for line in done.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2 * 3 and all(line.endswith(", 0 failed") for line in rounds), done.stdout
+    rows = table("## precision\n" + done.stdout.split("\n\n", 1)[1], "precision")
+    assert [(row["digit_rnn: form"], row["c"]) for row in rows] == [
+        ("64-images", "8"), ("64-images", "1"), ("octet-stream", "64")
+    ]  # fmt: skip
+    positive(rows, "float images/s", "int8 images/s", "int8 ÷ float")
+
+
 def test_the_forecasters_under_load_with_the_unbatched_server() -> None:
     if shutil.which("hey") is None:
         pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")

@@ -1,0 +1,80 @@
+"""One digit model served in int8 and in float on one machine, measured interleaved: images per second of
+three request forms.
+
+    python scripts/bench_precision.py                        # digit_rnn, 3 rounds of 4 s
+    python scripts/bench_precision.py --model digit_lstm --rounds 5
+
+Two servers (`RNNSERVE_DIGIT_MODEL` the model, `RNNSERVE_PRECISION=int8` and `fp32`, otherwise the
+defaults) are started together; then `hey` drives each form against each server, round after round,
+each round in the other order, so that a slow minute of the machine costs both. The forms: 64 images
+in one octet-stream request at c=8 and at c=1, and one image a request at c=64. Prints every round's
+images per second, then the medians and the int8 ÷ float ratios. `scripts/bench.py` compares the two
+precisions of the default digit model (digit_lstm) within its full run; this measures any digit model
+alone, e.g. digit_rnn, whose int8 graph `RNNSERVE_PRECISION=auto` serves on CPU hosts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+from bench_forms import make_forms
+from bench_load import run_hey
+from local_server import REPO_ROOT, start_service, stop
+
+CELLS = (("64-images", 8), ("64-images", 1), ("octet-stream", 64))
+"""(form, concurrency) of each measured cell."""
+PRECISIONS = ("int8", "fp32")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="digit_rnn", help="the digit model (default digit_rnn)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    forms = make_forms()
+    cells = [(precision, form, c) for precision in PRECISIONS for form, c in CELLS]
+    rates: dict[tuple[str, str, int], list[float]] = {cell: [] for cell in cells}
+    servers = {}
+    with tempfile.TemporaryDirectory(prefix="bench_precision_") as scratch:
+        bodies = {}
+        for form, _ in CELLS:
+            bodies[form] = Path(scratch) / f"{form}.body"
+            bodies[form].write_bytes(forms[form].body)
+        try:
+            for precision in PRECISIONS:
+                settings = {
+                    "model_dir": str(REPO_ROOT / "models"),
+                    "digit_model": args.model,
+                    "precision": precision,
+                    "log_level": "WARNING",
+                }
+                servers[precision] = start_service(settings, log_path=Path(scratch) / f"{precision}.log")
+            for round_ in range(args.rounds):
+                for precision, form, concurrency in cells if round_ % 2 == 0 else reversed(cells):
+                    url, _ = servers[precision]
+                    result = run_hey(url, forms[form], bodies[form], concurrency, args.seconds)
+                    failed = sum(result["statuses"].values()) - result["statuses"].get(200, 0)
+                    answered = result["statuses"].get(200, 0) * forms[form].inputs
+                    rate = answered / result["total_s"] if result.get("total_s") else 0.0
+                    rates[precision, form, concurrency].append(rate)
+                    print(f"round {round_ + 1} {precision} {form} c={concurrency}: {rate:,.0f} images/s, "
+                          f"{failed + result['errors']} failed", flush=True)  # fmt: skip
+        finally:
+            for _, process in servers.values():
+                stop(process)
+    medians = {cell: statistics.median(values) for cell, values in rates.items()}
+    print(f"\n| {args.model}: form | c | float images/s | int8 images/s | int8 ÷ float |")
+    print("|---|---:|---:|---:|---:|")
+    for form, concurrency in CELLS:
+        fp32, int8 = medians["fp32", form, concurrency], medians["int8", form, concurrency]
+        ratio = int8 / fp32 if fp32 else 0.0
+        print(f"| {form} | {concurrency} | {fp32:,.0f} | {int8:,.0f} | {ratio:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
