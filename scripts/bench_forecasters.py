@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_forms import Form
-from bench_load import run_hey
+from bench_load import outcome, run_hey
 from local_server import start_service, stop
 from process_stats import process_tree_rss
 
@@ -179,9 +179,8 @@ def served(args: argparse.Namespace, logs: Path) -> None:
             for name in order:
                 url, _ = servers[name]
                 result = run_hey(url, form, body_file, args.concurrency, args.seconds)
-                answered = sum(result["statuses"].values())
-                failed = answered - result["statuses"].get(200, 0) + result["errors"]
-                rate = answered / result["total_s"] if result.get("total_s") else 0.0
+                failed, answered = outcome(result)
+                rate = answered or 0.0  # requests/s answered 2xx
                 rates[name].append(rate)
                 print(f"round {round_ + 1} {name}: {rate:.1f} req/s, p99 {result.get('p99_ms', 0):.0f} ms, "
                       f"{failed} failed", flush=True)  # fmt: skip

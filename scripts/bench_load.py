@@ -97,6 +97,15 @@ def run_hey(url: str, form: Form, body_file: Path, concurrency: int, seconds: fl
     return result
 
 
+def outcome(result: dict[str, Any]) -> tuple[int, float | None]:
+    """What a `run_hey` (or `run_tritonclient`) run came to: its failures (responses other than 2xx, and
+    transport errors) and its 2xx answers per second (None when its total time is unknown)."""
+    statuses: Counter[int] = result["statuses"]
+    ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
+    rate = ok / result["total_s"] if result.get("total_s") else None
+    return statuses.total() - ok + result["errors"], rate
+
+
 def measure_cell(
     server: Server, form: Form, body: Path, concurrency: int, repeat: int, args: argparse.Namespace
 ) -> Cell:
@@ -114,14 +123,13 @@ def measure_cell(
     cpu = process_tree_cpu(pid) - cpu
     after = batch_metrics(server.url, form.model) if batches else None
     statuses: Counter[int] = hey["statuses"]
-    ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
-    cell.requests, cell.errors = statuses.total(), statuses.total() - ok + hey["errors"]
+    cell.errors, rate = outcome(hey)
+    cell.requests = statuses.total()
     cell.p50_ms, cell.p99_ms = hey.get("p50_ms"), hey.get("p99_ms")
     failed = [f"HTTP {status} ×{n}" for status, n in sorted(statuses.items()) if not 200 <= status < 300]
     cell.note = ", ".join([*failed, hey["note"]] if hey["note"] else failed)
-    if hey.get("total_s"):
-        cell.req_s = ok / hey["total_s"]
-        cell.inputs_per_s = cell.req_s * form.inputs
+    if rate is not None:
+        cell.req_s, cell.inputs_per_s = rate, rate * form.inputs
     if cell.requests:
         cell.cpu_us = cpu * 1e6 / cell.requests
     if batches and after and after["count"] > batches["count"]:

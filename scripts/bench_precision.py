@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench_forms import make_forms
-from bench_load import run_hey
+from bench_load import outcome, run_hey
 from local_server import REPO_ROOT, start_service, stop
 
 CELLS = (("64-images", 8), ("64-images", 1), ("octet-stream", 64))
@@ -58,12 +58,11 @@ def main(argv: list[str] | None = None) -> None:
                 for precision, form, concurrency in cells if round_ % 2 == 0 else reversed(cells):
                     url, _ = servers[precision]
                     result = run_hey(url, forms[form], bodies[form], concurrency, args.seconds)
-                    failed = sum(result["statuses"].values()) - result["statuses"].get(200, 0)
-                    answered = result["statuses"].get(200, 0) * forms[form].inputs
-                    rate = answered / result["total_s"] if result.get("total_s") else 0.0
-                    rates[precision, form, concurrency].append(rate)
-                    print(f"round {round_ + 1} {precision} {form} c={concurrency}: {rate:,.0f} images/s, "
-                          f"{failed + result['errors']} failed", flush=True)  # fmt: skip
+                    failed, rate = outcome(result)
+                    images = (rate or 0.0) * forms[form].inputs
+                    rates[precision, form, concurrency].append(images)
+                    print(f"round {round_ + 1} {precision} {form} c={concurrency}: {images:,.0f} images/s, "
+                          f"{failed} failed", flush=True)  # fmt: skip
         finally:
             for _, process in servers.values():
                 stop(process)

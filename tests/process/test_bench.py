@@ -23,18 +23,25 @@ DIGIT_MODELS = ("digit_lstm", "digit_gru", "digit_rnn")
 pytestmark = pytest.mark.slow
 
 
-def run_bench(out: Path, *args: str) -> tuple[str, dict[str, Any]]:
-    """Run scripts/bench.py with `args` into `out`; its bench.md and bench.json."""
-    if shutil.which("hey") is None:
+def run_script(script: str, *args: str, load: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run scripts/`script` with `args` (with `load`, it drives servers with `hey`, which must be on PATH);
+    its standard output, once it has exited 0."""
+    if load and shutil.which("hey") is None:
         pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")
     done = subprocess.run(
-        [sys.executable, "scripts/bench.py", *args, "--out", str(out)],
-        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
-        timeout=300, check=False,
+        [sys.executable, f"scripts/{script}", *args],
+        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"} | (env or {}), capture_output=True,
+        text=True, timeout=300, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def run_bench(out: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """Run scripts/bench.py with `args` into `out`; its bench.md and bench.json."""
+    stdout = run_script("bench.py", *args, "--out", str(out))
     report = (out / "bench.md").read_text()
-    assert done.stdout.strip() in report  # the tables, printed to paste
+    assert stdout.strip() in report  # the tables, printed to paste
     return report, json.loads((out / "bench.json").read_text())
 
 
@@ -125,13 +132,7 @@ def test_rest_beside_v2_and_int8_beside_float(tmp_path: Path) -> None:
 
 
 def test_the_forecasters_alone_have_a_row_per_committed_version() -> None:
-    done = subprocess.run(
-        [sys.executable, "scripts/bench_forecasters.py", "--alone"],
-        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    rows = table("## alone\n" + done.stdout, "alone")
+    rows = table("## alone\n" + run_script("bench_forecasters.py", "--alone", load=False), "alone")
     expected = {
         f"{name} v{folder.name}"
         for name in ("series_gru", "sine_gru")
@@ -144,33 +145,27 @@ def test_the_forecasters_alone_have_a_row_per_committed_version() -> None:
 def test_the_forecaster_profile_shares_its_time_among_operator_types(tmp_path: Path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    done = subprocess.run(
-        [sys.executable, "scripts/bench_forecasters.py", "--profile"],
-        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE", "TMPDIR": str(scratch)},
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    stdout = run_script("bench_forecasters.py", "--profile", load=False, env={"TMPDIR": str(scratch)})
     newest = max(int(p.name) for p in (REPO_ROOT / "models" / "series_gru").iterdir())
-    assert f"series_gru v{newest}: kernel time by operator type, batch 64" in done.stdout
-    rows = table("## profile\n" + done.stdout, "profile")
+    assert f"series_gru v{newest}: kernel time by operator type, batch 64" in stdout
+    rows = table("## profile\n" + stdout, "profile")
     shares = {row["operator"]: number(row["share of kernel time"]) for row in rows}
     assert {"MatMul", "GRU"} <= set(shares), shares
     assert sum(shares.values()) == pytest.approx(100.0, abs=0.1 * len(shares))
     assert not list(scratch.glob("bench_forecasters_*"))  # the profiler's file went with its folder
 
 
+def interleaved_table(stdout: str, rounds: int, title: str) -> list[dict[str, str]]:
+    """The rows of the table that an interleaved bench script prints after its `rounds` round lines,
+    every round without a failure."""
+    lines = [line for line in stdout.splitlines() if line.startswith("round ")]
+    assert len(lines) == rounds and all(line.endswith(", 0 failed") for line in lines), stdout
+    return table(f"## {title}\n" + stdout.split("\n\n", 1)[1], title)
+
+
 def test_one_digit_model_in_int8_against_float() -> None:
-    if shutil.which("hey") is None:
-        pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")
-    done = subprocess.run(
-        [sys.executable, "scripts/bench_precision.py", "--rounds", "1", "--seconds", "1"],
-        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    rounds = [line for line in done.stdout.splitlines() if line.startswith("round ")]
-    assert len(rounds) == 2 * 3 and all(line.endswith(", 0 failed") for line in rounds), done.stdout
-    rows = table("## precision\n" + done.stdout.split("\n\n", 1)[1], "precision")
+    stdout = run_script("bench_precision.py", "--rounds", "1", "--seconds", "1")
+    rows = interleaved_table(stdout, 2 * 3, "precision")
     assert [(row["digit_rnn: form"], row["c"]) for row in rows] == [
         ("64-images", "8"), ("64-images", "1"), ("octet-stream", "64")
     ]  # fmt: skip
@@ -178,18 +173,10 @@ def test_one_digit_model_in_int8_against_float() -> None:
 
 
 def test_the_forecasters_under_load_with_the_unbatched_server() -> None:
-    if shutil.which("hey") is None:
-        pytest.fail("hey, the benchmark's load generator, is not on PATH: `make load-tools` installs it")
-    done = subprocess.run(
-        [sys.executable, "scripts/bench_forecasters.py", "--unbatched", "--rounds", "2", "--seconds", "1",
-         "--concurrency", "8"],
-        cwd=REPO_ROOT, env=os.environ | {"OMP_WAIT_POLICY": "PASSIVE"}, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
-    rounds = [line for line in done.stdout.splitlines() if line.startswith("round ")]
-    assert len(rounds) == 2 * 3 and all(line.endswith(", 0 failed") for line in rounds), done.stdout
-    rows = table("## servers\n" + done.stdout.split("\n\n", 1)[1], "servers")
+    stdout = run_script(
+        "bench_forecasters.py", "--unbatched", "--rounds", "2", "--seconds", "1", "--concurrency", "8"
+    )
+    rows = interleaved_table(stdout, 2 * 3, "servers")
     assert [row["model"] for row in rows] == ["series_gru", "sine_gru", "series_gru, max_batch_size 1"]
     positive(rows, "median req/s (c=8)", "largest process RSS")
-    assert "series_gru batched / one call per request: throughput" in done.stdout
+    assert "series_gru batched / one call per request: throughput" in stdout
