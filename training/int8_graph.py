@@ -3,16 +3,22 @@
 ONNX Runtime's dynamic quantization (`quantize_dynamic`) scales each call's activations by the range of
 the whole batch, so an image's probabilities move with the images batched beside it (by up to 0.006
 for `digit_lstm` on MNIST), and it has no integer GRU or RNN. Here each LSTM, GRU or RNN node of a float
-graph is unrolled over its (fixed) number of steps instead, with every matrix product on the hidden
-state done in integers at a fixed scale:
+graph is unrolled over its (fixed) number of steps instead, with one integer matrix product per step at
+fixed scales:
 
 - the hidden state lies in (-1, 1) (it is a tanh, or a sigmoid times a tanh), so it is quantized to
   uint8 with the fixed scale 1/127.5 and zero point 128, whatever the batch holds;
-- the weights are quantized per output column to 7 bits (-63…63), so that no CPU kernel saturates
-  its 16-bit pair sums (255 · 63 · 2 < 2^15, the reason for ONNX Runtime's `reduce_range`);
-- the input projection of a layer whose input is another layer's hidden state is done the same way;
-  that of the first layer (normalized pixels, of no fixed range) stays float, as do the gates'
-  nonlinearities, the head and the temperature scaling.
+- the layer's input is quantized once for all steps: a layer below's hidden states as above, the first
+  layer's input over the range it can take, traced from the graph input's (for the digit models, raw
+  pixels 0–255 through the graph's normalization: every whole pixel value is one level, exactly);
+- each step's input and hidden state are concatenated and multiplied by the input and recurrent weights
+  stacked, quantized per output column to 7 bits (-63…63), so that no CPU kernel saturates its 16-bit
+  pair sums (255 · 63 · 2 < 2^15, the reason for ONNX Runtime's `reduce_range`); the input rows are
+  rescaled to the hidden state's scale and the difference of the zero points goes into the bias (the
+  input rows share each column's scale with the recurrent rows: precise while the input weights, read at
+  the hidden state's scale, are of the recurrent weights' size, as in the digit models: 1.3 times for
+  digit_lstm's first layer; training.quantize measures accuracy and agreement either way);
+- the gates' nonlinearities, the head and the temperature scaling stay float.
 
 Each product is ONNX Runtime's `com.microsoft.MatMulIntegerToFloat`, and every row of a batch is
 computed on its own: an answer is the same alone and in any batch.
@@ -27,13 +33,46 @@ from typing import Any
 import numpy as np
 
 WEIGHT_LEVELS = 63
-HIDDEN_SCALE = np.float32(1 / 127.5)
-HIDDEN_ZERO = np.uint8(128)
 RECURRENT = ("LSTM", "GRU", "RNN")
 GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 DEFAULT_ACTIVATIONS = {"LSTM": [b"Sigmoid", b"Tanh", b"Tanh"], "GRU": [b"Sigmoid", b"Tanh"], "RNN": [b"Tanh"]}
 SHAPE_ONLY = ("Squeeze", "Unsqueeze", "Transpose", "Reshape", "Identity")
+AFFINE = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+}
+"""The operations by a constant through which a recurrent layer's input range is traced."""
 MICROSOFT = "com.microsoft"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """uint8 levels q that stand for the values (q - zero) · scale. `zero` may lie between two levels:
+    QuantizeLinear adds the nearest one, and the bias makes up the rest."""
+
+    scale: float
+    zero: float
+
+    @classmethod
+    def spanning(cls, low: float, high: float) -> Quantization:
+        """The 256 levels from `low` to `high`."""
+        if not np.isfinite([low, high]).all() or not high > low:
+            raise ValueError(
+                f"cannot quantize the range [{low}, {high}]: give a finite range with high > low"
+            )
+        scale = (high - low) / 255
+        return cls(scale, -low / scale)
+
+    def constants(self, graph: Builder, name: str) -> list[str]:
+        """QuantizeLinear's scale and (nearest) zero point, as initializers of `graph`."""
+        zero = np.uint8(np.clip(np.round(self.zero), 0, 255))
+        return [graph.constant(f"{name}_scale", np.float32(self.scale)), graph.constant(f"{name}_zero", zero)]
+
+
+HIDDEN = Quantization(1 / 127.5, 128.0)
+"""A hidden state, in (-1, 1), whatever the batch holds."""
 
 
 def quantize_columns(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,13 +110,6 @@ class Builder:
         self.nodes.append(helper.make_node(op_type, inputs, names, name=base, domain=domain, **attributes))
         return names[0] if outputs == 1 else names
 
-    def integer_product(self, hidden: str, weights: str, scales: str, bias: str | None = None) -> str:
-        """`hidden` (in (-1, 1)) times int8 `weights`, as float: both quantized at fixed scales."""
-        scale, zero = self.constant("hidden_scale", HIDDEN_SCALE), self.constant("hidden_zero", HIDDEN_ZERO)
-        quantized = self.op("QuantizeLinear", [hidden, scale, zero])
-        inputs = [quantized, weights, scale, scales, zero, ""] + ([bias] if bias else [])
-        return self.op("MatMulIntegerToFloat", inputs)
-
 
 def checked(node: Any) -> dict[str, Any]:
     """The node's attributes, refusing what the unrolled form does not compute."""
@@ -105,50 +137,72 @@ def checked(node: Any) -> dict[str, Any]:
     return attributes
 
 
-def unroll(node: Any, weights: dict[str, np.ndarray], steps: int, bounded_input: bool) -> Builder:
-    """The nodes that compute `node` (a forward LSTM, GRU or RNN of time-major input) step by step, with
-    its outputs' names; its input projection in integers when its input lies in (-1, 1)."""
-    hidden = checked(node)["hidden_size"]
+def stacked_weights(
+    node: Any, weights: dict[str, np.ndarray], hidden: int, source: Quantization
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`node`'s input and recurrent weights stacked for the product of [input, hidden state] (both uint8,
+    taken at the hidden state's scale and zero point): int8 levels (inputs + hidden) × outputs, a float
+    scale per output, and the bias. A GRU's outputs are z and r (summed), then its input's and its hidden
+    state's candidate parts apart, since its reset gate multiplies only the latter."""
     gates = GATES[node.op_type]
-    graph = Builder(node.name)
-    w, r = weights[node.input[1]][0], weights[node.input[2]][0]
+    w, r = weights[node.input[1]][0].astype(np.float64), weights[node.input[2]][0].astype(np.float64)
     both = (
         weights[node.input[3]][0] if len(node.input) > 3 and node.input[3] else np.zeros(2 * gates * hidden)
     )
     input_bias, hidden_bias = (
-        both[: gates * hidden].astype(np.float32),
-        both[gates * hidden :].astype(np.float32),
+        both[: gates * hidden].astype(np.float64),
+        both[gates * hidden :].astype(np.float64),
     )
-    x = node.input[0]
-    if bounded_input:
-        w_q, w_scale = quantize_columns(w)
-        projected = graph.integer_product(
-            x,
-            graph.constant("w", w_q),
-            graph.constant("w_scale", w_scale),
-            graph.constant("w_bias", input_bias),
+    w = w * (source.scale / HIDDEN.scale)  # the input's levels read at the hidden state's scale
+    if node.op_type == "GRU":
+        two = 2 * hidden
+        matrix = np.block(
+            [[w[:two], r[:two]], [w[two:], np.zeros_like(r[two:])], [np.zeros_like(w[two:]), r[two:]]]
         )
+        bias = np.concatenate([input_bias[:two] + hidden_bias[:two], input_bias[two:], hidden_bias[two:]])
     else:
-        projected = graph.op(
-            "Add",
-            [graph.op("MatMul", [x, graph.constant("w", w.T.copy())]), graph.constant("w_bias", input_bias)],
-        )
-    each = graph.op("Split", [projected], steps, axis=0)  # steps × [1, batch, gates·hidden]
-    r_levels, r_scales = quantize_columns(r)
-    r_q, r_scale = graph.constant("r", r_levels), graph.constant("r_scale", r_scales)
-    r_bias = graph.constant("r_bias", hidden_bias)
+        matrix, bias = np.concatenate([w, r], axis=1), input_bias + hidden_bias
+    levels, scales = quantize_columns(matrix)
+    # The product takes the hidden state's zero point off the input's levels too: add back the rest.
+    inputs = w.shape[1]
+    shift = (
+        (HIDDEN.zero - source.zero) * HIDDEN.scale * scales * levels[:inputs].sum(axis=0, dtype=np.float64)
+    )
+    return levels, scales, (bias + shift).astype(np.float32)
+
+
+def unroll(node: Any, weights: dict[str, np.ndarray], steps: int, source: Quantization) -> Builder:
+    """The nodes that compute `node` (a forward LSTM, GRU or RNN of time-major input, quantized as `source`
+    says) step by step, with its outputs' names: one integer product per step."""
+    hidden = checked(node)["hidden_size"]
+    graph = Builder(node.name)
+    levels, scales, bias = stacked_weights(node, weights, hidden, source)
+    hidden_scale, hidden_zero = HIDDEN.constants(graph, "hidden")
+    product = [
+        graph.constant("weights", levels),
+        hidden_scale,
+        graph.constant("weight_scales", scales),
+        hidden_zero,
+        "",
+        graph.constant("bias", bias),
+    ]
+    x = node.input[0]
+    inputs = graph.op("QuantizeLinear", [x, *source.constants(graph, "input")])
+    each = graph.op("Split", [inputs], steps, axis=0)  # steps × [1, batch, inputs], uint8
     outputs = list(node.output) + [""] * (3 - len(node.output))
     h = initial_state(graph, node, 5, x, hidden)
     c = initial_state(graph, node, 6, x, hidden) if node.op_type == "LSTM" else ""
     states = []
     for t in range(steps):
-        recurrent = graph.integer_product(h, r_q, r_scale, r_bias)
+        quantized = graph.op("QuantizeLinear", [h, hidden_scale, hidden_zero])
+        both = graph.op("Concat", [each[t], quantized], axis=2)
+        gates = graph.op("MatMulIntegerToFloat", [both, *product])
         if node.op_type == "LSTM":
-            h, c = lstm_step(graph, each[t], recurrent, c, hidden)
+            h, c = lstm_step(graph, gates, c, hidden)
         elif node.op_type == "GRU":
-            h = gru_step(graph, each[t], recurrent, h, hidden)
+            h = gru_step(graph, gates, h, hidden)
         else:
-            h = graph.op("Tanh", [graph.op("Add", [each[t], recurrent])])
+            h = graph.op("Tanh", [gates])
         states.append(h)
     if outputs[0]:
         sequence = graph.op("Concat", states, axis=0)  # [steps, batch, hidden]
@@ -172,9 +226,8 @@ def initial_state(graph: Builder, node: Any, index: int, x: str, hidden: int) ->
     return graph.op("ConstantOfShape", [graph.op("Concat", [one, batch, size], axis=0)])
 
 
-def lstm_step(graph: Builder, x: str, recurrent: str, c: str, hidden: int) -> tuple[str, str]:
-    """One LSTM step (ONNX gate order i, o, f, c): the new hidden and cell states."""
-    gates = graph.op("Add", [x, recurrent])
+def lstm_step(graph: Builder, gates: str, c: str, hidden: int) -> tuple[str, str]:
+    """One LSTM step from its gates' sum (ONNX gate order i, o, f, c): the new hidden and cell states."""
     sizes = graph.constant("split_3_1", np.array([3 * hidden, hidden], np.int64))
     sigmoid_part, candidate_part = graph.op("Split", [gates, sizes], 2, axis=2)
     i, o, f = graph.op("Split", [graph.op("Sigmoid", [sigmoid_part])], 3, axis=2)
@@ -184,35 +237,81 @@ def lstm_step(graph: Builder, x: str, recurrent: str, c: str, hidden: int) -> tu
     return graph.op("Mul", [o, graph.op("Tanh", [cell])]), cell
 
 
-def gru_step(graph: Builder, x: str, recurrent: str, h: str, hidden: int) -> str:
-    """One GRU step (ONNX gate order z, r, h; the reset gate applied after the recurrent product)."""
-    sizes = graph.constant("split_2_1", np.array([2 * hidden, hidden], np.int64))
-    x_zr, x_n = graph.op("Split", [x, sizes], 2, axis=2)
-    h_zr, h_n = graph.op("Split", [recurrent, sizes], 2, axis=2)
-    z, r = graph.op("Split", [graph.op("Sigmoid", [graph.op("Add", [x_zr, h_zr])])], 2, axis=2)
+def gru_step(graph: Builder, product: str, h: str, hidden: int) -> str:
+    """One GRU step (ONNX gate order z, r, h; the reset gate applied after the recurrent product) from
+    stacked_weights' product: z and r summed, then the input's and the hidden state's candidate parts."""
+    sizes = graph.constant("split_2_1_1", np.array([2 * hidden, hidden, hidden], np.int64))
+    zr, x_n, h_n = graph.op("Split", [product, sizes], 3, axis=2)
+    z, r = graph.op("Split", [graph.op("Sigmoid", [zr])], 2, axis=2)
     n = graph.op("Tanh", [graph.op("Add", [x_n, graph.op("Mul", [r, h_n])])])
     return graph.op("Add", [n, graph.op("Mul", [z, graph.op("Sub", [h, n])])])
 
 
-def bounded(name: str, producers: dict[str, Any]) -> bool:
-    """Whether tensor `name` is a recurrent node's hidden states (its output 0 or 1, through shape-only
-    nodes), which lie in (-1, 1)."""
+def input_quantization(
+    name: str,
+    producers: dict[str, Any],
+    constants: dict[str, np.ndarray],
+    ranges: dict[str, tuple[float, float]],
+) -> Quantization:
+    """How a recurrent layer's input `name` is quantized: as a hidden state when it is another recurrent
+    node's hidden states (its output 0 or 1, through shape-only nodes), else over the range traced back
+    to a graph input of a range in `ranges`, through shape-only nodes and operations by a constant."""
     node = producers.get(name)
     while node is not None and node.op_type in SHAPE_ONLY:
-        name = node.input[0]
-        node = producers.get(name)
-    return node is not None and node.op_type in RECURRENT and name in node.output[:2]
+        name, node = node.input[0], producers.get(node.input[0])
+    if node is not None and node.op_type in RECURRENT and name in node.output[:2]:
+        return HIDDEN
+    return Quantization.spanning(*traced_range(name, producers, constants, ranges))
 
 
-def int8_graph(source: Path, target: Path) -> list[dict[str, str]]:
-    """Write `source`'s graph with every recurrent node unrolled in integers (above) to `target`; the
-    nodes replaced, each as {node, op_type}."""
-    import onnx
+def traced_range(
+    name: str,
+    producers: dict[str, Any],
+    constants: dict[str, np.ndarray],
+    ranges: dict[str, tuple[float, float]],
+) -> tuple[float, float]:
+    """The smallest and largest value tensor `name` can hold, from a graph input's range in `ranges`."""
+    if name in ranges:
+        return ranges[name]
+    node = producers.get(name)
+    if node is not None and node.op_type in SHAPE_ONLY:
+        return traced_range(node.input[0], producers, constants, ranges)
+    by = constants.get(node.input[1]) if node is not None and len(node.input) == 2 else None
+    if node is None or node.op_type not in AFFINE or by is None or by.size != 1:
+        found = f"computed by {node.op_type} ({node.name})" if node is not None else "a graph input"
+        raise ValueError(
+            f"{name}: a recurrent layer's input whose range is unknown ({found}); its range is traced from "
+            f"a graph input's (given: {sorted(ranges) or 'none'}) through shape changes and adding, "
+            "subtracting, multiplying or dividing by a constant"
+        )
+    ends = AFFINE[node.op_type](
+        np.array(traced_range(node.input[0], producers, constants, ranges)), by.item()
+    )
+    return float(ends.min()), float(ends.max())
+
+
+def graph_constants(graph: Any) -> dict[str, np.ndarray]:
+    """The values of the graph's initializers and Constant nodes, by name."""
     from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
+def int8_graph(
+    source: Path, target: Path, input_ranges: dict[str, tuple[float, float]]
+) -> list[dict[str, str]]:
+    """Write `source`'s graph with every recurrent node unrolled in integers (above) to `target`; the
+    nodes replaced, each as {node, op_type}. `input_ranges` gives the range of the graph's inputs
+    (e.g. {"pixels": (0, 255)}), from which the first recurrent layer's input range is traced."""
+    import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
     graph = model.graph
-    weights = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    weights = graph_constants(graph)
     described = [*graph.input, *graph.value_info, *graph.output]
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in described}
     producers = {output: node for node in graph.node for output in node.output}
@@ -227,7 +326,8 @@ def int8_graph(source: Path, target: Path) -> list[dict[str, str]]:
             raise ValueError(
                 f"{node.name}: its input's number of steps is not fixed, so it cannot be unrolled"
             )
-        unrolled = unroll(node, weights, steps, bounded(node.input[0], producers))
+        source_quantization = input_quantization(node.input[0], producers, weights, input_ranges)
+        unrolled = unroll(node, weights, steps, source_quantization)
         nodes += unrolled.nodes
         graph.initializer.extend(unrolled.initializers)
         used.update(node.input[1:4])

@@ -5,11 +5,12 @@ python -m training.quantize --data-dir ../shared/data --model-dir models --out m
 python -m training.quantize --data-dir ../shared/data --dry-run
 
 For each model the float graph of the newest version is read, and its recurrent layers are unrolled
-with integer matrix products at fixed scales (training.int8_graph): 7-bit weights per output column,
-hidden states as uint8 at the fixed scale of their (-1, 1) range. ONNX Runtime's dynamic quantization
-is not used: it scales each call's activations by the range of the whole batch, so its answers move with
-the batch, and it has no integer GRU or RNN. The first layer's input projection, the head and the
-temperature scaling (training.calibrate) stay float. Both graphs are then measured on the test images
+with one integer matrix product per step at fixed scales (training.int8_graph): 7-bit weights per output
+column, hidden states as uint8 at the fixed scale of their (-1, 1) range, the first layer's input over
+the range of raw pixels (0-255, one level each). ONNX Runtime's dynamic quantization is not used: it
+scales each call's activations by the range of the whole batch, so its answers move with the batch, and
+it has no integer GRU or RNN. The gates' nonlinearities, the head and the temperature scaling
+(training.calibrate) stay float. Both graphs are then measured on the test images
 with --threads ONNX Runtime threads (1 by default, what each of several workers gets): accuracy, argmax
 agreement, largest probability difference, ECE, CPU time per image at batch 1 and 64, and how far a
 probability moves between an image alone and in a batch.
@@ -39,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from service.repository import newest_version, read_metadata, sha256_of
+from service.tasks.digits import PIXEL_RANGE
 from training.calibrate import DIGIT_MODELS, expected_calibration_error
 from training.common import repository_arguments, setup_logging
 from training.data import MnistTestSet, load_test_set
@@ -50,7 +52,7 @@ from training.export import (
     next_version,
     onnx_session,
 )
-from training.int8_graph import HIDDEN_SCALE, HIDDEN_ZERO, WEIGHT_LEVELS, int8_graph
+from training.int8_graph import HIDDEN, WEIGHT_LEVELS, int8_graph
 from training.loop import chunks
 from training.temperature_scaling import PROBABILITIES
 
@@ -167,15 +169,18 @@ class Quantized:
             "onnx_file": INT8_FILE,
             "precision": "int8",
             "method": (
-                "training.int8_graph: recurrent layers unrolled over their steps; matrix products on hidden "
-                "states (in (-1, 1)) with uint8 activations at a fixed scale and 7-bit weights per output "
-                "column (com.microsoft.MatMulIntegerToFloat), so every row is computed on its own; the first "
-                "layer's input projection, the head and the temperature scaling in float"
+                "training.int8_graph: recurrent layers unrolled over their steps, one integer product "
+                "per step of the step's input and hidden state, both uint8 at fixed scales (hidden "
+                "states in (-1, 1); the first layer's input over the range of raw pixels, one level per "
+                "value), by the stacked input and recurrent weights at 7 bits per output column "
+                "(com.microsoft.MatMulIntegerToFloat), so every row is computed on its own; the gates' "
+                "nonlinearities, the head and the temperature scaling in float"
             ),
             "settings": {
                 "weight_levels": WEIGHT_LEVELS,
-                "hidden_scale": float(HIDDEN_SCALE),
-                "hidden_zero_point": int(HIDDEN_ZERO),
+                "hidden_scale": HIDDEN.scale,
+                "hidden_zero_point": HIDDEN.zero,
+                "input_ranges": {"pixels": list(PIXEL_RANGE)},
             },
             "quantized_ops": self.replaced,
             "measured_on": (
@@ -204,7 +209,7 @@ def quantize_model(name: str, model_dir: Path, work: Path, test: MnistTestSet, t
     folder = work / name
     folder.mkdir(parents=True, exist_ok=True)
     int8_file = folder / INT8_FILE
-    replaced = int8_graph(float_graph, int8_file)
+    replaced = int8_graph(float_graph, int8_file, {"pixels": PIXEL_RANGE})
     logger.info("%s v%s: unrolled %s in integers", name, source.name, ", ".join(n["node"] for n in replaced))
     comparison = Comparison(
         probabilities_of(float_graph, test.images, threads, f"{name} v{source.name} test"),

@@ -16,6 +16,9 @@ from service.config import BatchSettings
 from service.repository import ModelArtifact
 from service.tasks.base import Locate, Problem, ServedModel, TensorSpec
 
+PIXEL_RANGE = (0.0, 255.0)
+"""The values a pixel may take: raw 0–255, not normalised (the model's graph normalises them)."""
+
 LIGHT_BORDER = 191.0
 """An image whose outermost pixels average more than this is dark on light: MNIST's border is 0."""
 
@@ -29,7 +32,7 @@ Scores = np.ndarray
 def value_problem(low: float, high: float, border: float) -> str | None:
     """What is wrong with an image whose pixels lie in [low, high] and whose outermost pixels average
     `border`, if it cannot be read as a digit: the one wording of the pixel rules."""
-    if low < 0 or high > 255:
+    if low < PIXEL_RANGE[0] or high > PIXEL_RANGE[1]:
         return (
             f"values must lie in 0–255 (raw values, white digit on black as in MNIST; not "
             f"normalised); found values from {low:g} to {high:g}"
@@ -108,7 +111,11 @@ class DigitClassifier(ServedModel[np.ndarray, Scores]):
         lows, highs = images.min(axis=(1, 2)), images.max(axis=(1, 2))
         borders = images.reshape(len(images), -1).take(self._border, axis=1).mean(axis=1)
         suspect = np.flatnonzero(
-            (lows < 0) | (highs > 255) | (lows == highs) | (highs <= 1) | (borders > LIGHT_BORDER)
+            (lows < PIXEL_RANGE[0])
+            | (highs > PIXEL_RANGE[1])
+            | (lows == highs)
+            | (highs <= 1)
+            | (borders > LIGHT_BORDER)
         )
         problems = []
         for row in suspect.tolist():

@@ -25,7 +25,7 @@ FOREVER_MS = 3_600_000.0
 
 @pytest.fixture
 def repository(models_dir: Path, tmp_path: Path) -> Path:
-    """A repository of its own: digit_lstm and sine_gru with their two versions each."""
+    """A repository of its own: digit_lstm and sine_gru with their committed versions."""
     root = tmp_path / "models"
     for name in ("digit_lstm", "sine_gru"):
         shutil.copytree(models_dir / name, root / name)
@@ -77,7 +77,7 @@ async def test_the_index_names_every_version_and_why_it_is_not_served(
         assert entries[("sine_gru", "1")]["state"] == "UNAVAILABLE"
         assert entries[("sine_gru", "1")]["reason"] == "not loaded: version 2 is served"
         ready = (await client.post("/v2/repository/index", json={"ready": True})).json()
-        assert {(e["name"], e["version"]) for e in ready} == {("digit_lstm", "3"), ("sine_gru", "2")}
+        assert {(e["name"], e["version"]) for e in ready} == {("digit_lstm", "4"), ("sine_gru", "2")}
 
 
 async def test_loading_and_unloading_need_an_admin_key(serve: ServeApp, repository: Path) -> None:

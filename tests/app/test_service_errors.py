@@ -17,6 +17,8 @@ import onnxruntime
 import pytest
 from PIL import Image
 
+from service.repository import newest_version
+
 if TYPE_CHECKING:
     from conftest import ServeApp
 
@@ -293,7 +295,7 @@ def broken_repository(tmp_path: Path, models_dir: Path) -> Path:
     """A copy of the committed models whose digit model file is corrupt (one byte changed)."""
     repository = tmp_path / "models"
     shutil.copytree(models_dir, repository, symlinks=False)
-    onnx = next((repository / "digit_lstm").glob("*/model.onnx"))
+    onnx = newest_version(repository, "digit_lstm") / "model.onnx"  # the version served
     data = bytearray(onnx.read_bytes())
     data[len(data) // 2] ^= 0xFF
     onnx.write_bytes(bytes(data))

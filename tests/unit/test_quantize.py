@@ -9,10 +9,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from service.precision import MAX_BATCH_DIFFERENCE
 from service.repository import locate, newest_version, read_metadata, verify
+from service.tasks.digits import PIXEL_RANGE
 from training import int8_graph, quantize
 from training.calibrate import DRY_RUN_TEST_IMAGES, expected_calibration_error
 from training.export import onnx_session
@@ -81,10 +83,10 @@ def test_dry_run_writes_a_verified_version_with_a_measured_int8_variant(
         assert expected_calibration_error(ours, labels) == pytest.approx(metrics["test_ece"], abs=1e-6)
         np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
 
-    # The LSTM's recurrent products are integer ones, one per step and layer, plus the second layer's input.
+    # The LSTM's products are integer ones, one per step and layer (input and hidden state together).
     lstm = out / "digit_lstm" / str(int(newest_version(models_dir, "digit_lstm").name) + 1)
     ops = [n.op_type for n in onnx.load(str(lstm / "model.int8.onnx")).graph.node]
-    assert ops.count("MatMulIntegerToFloat") == 2 * 28 + 1 and "LSTM" not in ops
+    assert ops.count("MatMulIntegerToFloat") == 2 * 28 and "LSTM" not in ops and "MatMul" not in ops
     assert json.loads((lstm / "metadata.json").read_text())["onnx_file"] == "model.onnx"  # the float graph
 
 
@@ -92,7 +94,7 @@ def test_the_temperature_scaling_stays_float(models_dir: Path, tmp_path: Path) -
     """digit_rnn's newest graph computes its temperature from the two largest logits; only the recurrent
     nodes are replaced, so every other node is kept as it was, weights and all."""
     source = newest_version(models_dir, "digit_rnn") / "model.onnx"
-    replaced = int8_graph.int8_graph(source, tmp_path / "int8.onnx")
+    replaced = int8_graph.int8_graph(source, tmp_path / "int8.onnx", {"pixels": PIXEL_RANGE})
     assert [r["op_type"] for r in replaced] == ["RNN", "RNN"]
     before, after = onnx.load(str(source)).graph, onnx.load(str(tmp_path / "int8.onnx")).graph
     kept = {n.name: n for n in after.node}
@@ -140,9 +142,12 @@ def test_an_unrolled_layer_follows_onnx_runtimes_own_and_each_row_is_computed_on
     op_type: str, tmp_path: Path
 ) -> None:
     onnx.save(recurrent_graph(op_type, hidden=32, steps=12, inputs=8, seed=1), str(tmp_path / "float.onnx"))
-    replaced = int8_graph.int8_graph(tmp_path / "float.onnx", tmp_path / "int8.onnx")
+    # The input and recurrent weights share each output column's scale, so the input's range is one that
+    # puts the input weights, read at the hidden state's scale, near the recurrent ones, as a trained
+    # model's are: 0.3 × (1/255) / (1/127.5) = 0.15 against 0.1 here; 1.3 times for digit_lstm's pixels.
+    replaced = int8_graph.int8_graph(tmp_path / "float.onnx", tmp_path / "int8.onnx", {"X": (-0.5, 0.5)})
     assert replaced == [{"node": op_type, "op_type": op_type}]
-    x = np.random.default_rng(2).normal(0, 2, (12, 16, 8)).astype(np.float32)
+    x = np.random.default_rng(2).normal(0, 0.2, (12, 16, 8)).clip(-0.5, 0.5).astype(np.float32)
     theirs = onnx_session(tmp_path / "float.onnx", threads=1).run(None, {"X": x})
     session = onnx_session(tmp_path / "int8.onnx", threads=1)
     ours = session.run(None, {"X": x})
@@ -160,7 +165,36 @@ def test_a_layer_the_unrolled_form_does_not_compute_is_refused_by_name(tmp_path:
     model.graph.node[0].attribute.append(onnx.helper.make_attribute("direction", "reverse"))
     onnx.save(model, str(tmp_path / "reverse.onnx"))
     with pytest.raises(ValueError, match=r"LSTM: LSTM with direction b'reverse' cannot be unrolled here"):
-        int8_graph.int8_graph(tmp_path / "reverse.onnx", tmp_path / "int8.onnx")
+        int8_graph.int8_graph(tmp_path / "reverse.onnx", tmp_path / "int8.onnx", {"X": (-1.0, 1.0)})
+
+
+def test_an_input_of_unknown_range_is_refused_by_name(tmp_path: Path) -> None:
+    onnx.save(recurrent_graph("RNN", hidden=8, steps=4, inputs=4, seed=0), str(tmp_path / "float.onnx"))
+    with pytest.raises(
+        ValueError, match=r"X: a recurrent layer's input whose range is unknown \(a graph input\)"
+    ):
+        int8_graph.int8_graph(tmp_path / "float.onnx", tmp_path / "int8.onnx", {"pixels": PIXEL_RANGE})
+
+
+def test_every_whole_pixel_value_is_one_input_level_through_the_normalization(models_dir: Path) -> None:
+    """The first layer's input is (pixels - mean) / std: its range is traced from the pixels' through
+    the graph, and its quantization holds each raw pixel value 0-255 exactly (a fractional zero point)."""
+    model = onnx.load(str(newest_version(models_dir, "digit_lstm") / "model.onnx"))
+    graph = model.graph
+    producers = {output: node for node in graph.node for output in node.output}
+    constants = int8_graph.graph_constants(graph)
+    lstm = next(node for node in graph.node if node.op_type == "LSTM")
+    found = int8_graph.input_quantization(lstm.input[0], producers, constants, {"pixels": PIXEL_RANGE})
+
+    # The float graph's own normalization of every pixel value, and QuantizeLinear at the found scale.
+    pixels = np.tile(np.arange(256, dtype=np.float32), (28 * 28 // 256 + 1))[: 28 * 28].reshape(1, 28, 28)
+    graph.output.append(onnx.helper.make_tensor_value_info(lstm.input[0], onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = session.run([lstm.input[0]], {"pixels": pixels})[0]
+    levels = np.clip(np.round(x / found.scale) + np.round(found.zero), 0, 255)
+    np.testing.assert_array_equal(levels, pixels.transpose(1, 0, 2))  # time-major, as the layer reads them
+    np.testing.assert_allclose((levels - found.zero) * found.scale, x, atol=1e-5)
+    assert int8_graph.input_quantization(lstm.output[0], producers, constants, {}) == int8_graph.HIDDEN
 
 
 def test_dry_run_refuses_to_write_into_the_model_repository(models_dir: Path, mnist_dir: Path) -> None:
