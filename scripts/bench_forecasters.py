@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_forms import Form
-from bench_load import outcome, run_hey
+from bench_load import interleaved, outcome, run_hey
 from local_server import start_service, stop
 from process_stats import process_tree_rss
 
@@ -172,18 +172,15 @@ def served(args: argparse.Namespace, logs: Path) -> None:
     body_file = logs / "body.json"
     body_file.write_bytes(body())
     form = Form("forecast", "/forecast", "application/json", body_file.read_bytes(), "")
-    rates: dict[str, list[float]] = {name: [] for name in servers}
+
+    def measure(name: str) -> tuple[float, str]:
+        result = run_hey(servers[name][0], form, body_file, args.concurrency, args.seconds)
+        failed, answered = outcome(result)
+        rate = answered or 0.0  # requests/s answered 2xx
+        return rate, f"{name}: {rate:.1f} req/s, p99 {result.get('p99_ms', 0):.0f} ms, {failed} failed"
+
     try:
-        for round_ in range(args.rounds):
-            order = list(servers) if round_ % 2 == 0 else list(reversed(servers))
-            for name in order:
-                url, _ = servers[name]
-                result = run_hey(url, form, body_file, args.concurrency, args.seconds)
-                failed, answered = outcome(result)
-                rate = answered or 0.0  # requests/s answered 2xx
-                rates[name].append(rate)
-                print(f"round {round_ + 1} {name}: {rate:.1f} req/s, p99 {result.get('p99_ms', 0):.0f} ms, "
-                      f"{failed} failed", flush=True)  # fmt: skip
+        rates = interleaved(list(servers), args.rounds, measure)
         memory = {name: process_tree_rss(process.pid)[0] for name, (_, process) in servers.items()}
     finally:
         for _, process in servers.values():

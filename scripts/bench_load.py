@@ -12,9 +12,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bench_forms import Form
 from bench_servers import Server, start, stop
@@ -104,6 +105,24 @@ def outcome(result: dict[str, Any]) -> tuple[int, float | None]:
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     rate = ok / result["total_s"] if result.get("total_s") else None
     return statuses.total() - ok + result["errors"], rate
+
+
+Cell_ = TypeVar("Cell_", bound=Hashable)
+
+
+def interleaved(
+    cells: Sequence[Cell_], rounds: int, measure: Callable[[Cell_], tuple[float, str]]
+) -> dict[Cell_, list[float]]:
+    """Each cell measured once a round for `rounds` rounds, every other round in reverse order, so that a
+    slow minute of the machine costs them all: each cell's values. `measure` gives a cell's value and
+    the line printed for it after "round N "."""
+    values: dict[Cell_, list[float]] = {cell: [] for cell in cells}
+    for round_ in range(rounds):
+        for cell in cells if round_ % 2 == 0 else list(reversed(cells)):
+            value, line = measure(cell)
+            values[cell].append(value)
+            print(f"round {round_ + 1} {line}", flush=True)
+    return values
 
 
 def measure_cell(

@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from bench_forms import make_forms
-from bench_load import outcome, run_hey
+from bench_load import interleaved, outcome, run_hey
 from local_server import REPO_ROOT, start_service, stop
 
 CELLS = (("64-images", 8), ("64-images", 1), ("octet-stream", 64))
@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     forms = make_forms()
     cells = [(precision, form, c) for precision in PRECISIONS for form, c in CELLS]
-    rates: dict[tuple[str, str, int], list[float]] = {cell: [] for cell in cells}
     servers = {}
     with tempfile.TemporaryDirectory(prefix="bench_precision_") as scratch:
         bodies = {}
@@ -54,15 +53,15 @@ def main(argv: list[str] | None = None) -> None:
                     "log_level": "WARNING",
                 }
                 servers[precision] = start_service(settings, log_path=Path(scratch) / f"{precision}.log")
-            for round_ in range(args.rounds):
-                for precision, form, concurrency in cells if round_ % 2 == 0 else reversed(cells):
-                    url, _ = servers[precision]
-                    result = run_hey(url, forms[form], bodies[form], concurrency, args.seconds)
-                    failed, rate = outcome(result)
-                    images = (rate or 0.0) * forms[form].inputs
-                    rates[precision, form, concurrency].append(images)
-                    print(f"round {round_ + 1} {precision} {form} c={concurrency}: {images:,.0f} images/s, "
-                          f"{failed} failed", flush=True)  # fmt: skip
+
+            def measure(cell: tuple[str, str, int]) -> tuple[float, str]:
+                precision, form, concurrency = cell
+                result = run_hey(servers[precision][0], forms[form], bodies[form], concurrency, args.seconds)
+                failed, rate = outcome(result)
+                images = (rate or 0.0) * forms[form].inputs
+                return images, f"{precision} {form} c={concurrency}: {images:,.0f} images/s, {failed} failed"
+
+            rates = interleaved(cells, args.rounds, measure)
         finally:
             for _, process in servers.values():
                 stop(process)

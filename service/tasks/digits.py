@@ -32,9 +32,10 @@ Scores = np.ndarray
 def value_problem(low: float, high: float, border: float) -> str | None:
     """What is wrong with an image whose pixels lie in [low, high] and whose outermost pixels average
     `border`, if it cannot be read as a digit: the one wording of the pixel rules."""
-    if low < PIXEL_RANGE[0] or high > PIXEL_RANGE[1]:
+    smallest, largest = PIXEL_RANGE
+    if low < smallest or high > largest:
         return (
-            f"values must lie in 0–255 (raw values, white digit on black as in MNIST; not "
+            f"values must lie in {smallest:g}–{largest:g} (raw values, white digit on black as in MNIST; not "
             f"normalised); found values from {low:g} to {high:g}"
         )
     if low == high:

@@ -178,5 +178,10 @@ def test_the_forecasters_under_load_with_the_unbatched_server() -> None:
     )
     rows = interleaved_table(stdout, 2 * 3, "servers")
     assert [row["model"] for row in rows] == ["series_gru", "sine_gru", "series_gru, max_batch_size 1"]
+    order = [line.split(": ")[0] for line in stdout.splitlines() if line.startswith("round ")]
+    assert order == [  # the second round in reverse
+        "round 1 series_gru", "round 1 sine_gru", "round 1 series_gru, max_batch_size 1",
+        "round 2 series_gru, max_batch_size 1", "round 2 sine_gru", "round 2 series_gru",
+    ]  # fmt: skip
     positive(rows, "median req/s (c=8)", "largest process RSS")
     assert "series_gru batched / one call per request: throughput" in stdout
