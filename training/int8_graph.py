@@ -2,9 +2,9 @@
 
 ONNX Runtime's dynamic quantization (`quantize_dynamic`) scales each call's activations by the range of
 the whole batch, so an image's probabilities move with the images batched beside it (by up to 0.006
-for `digit_lstm` on MNIST), and it has no integer GRU or RNN. Here each LSTM, GRU or RNN node of a float
-graph is unrolled over its (fixed) number of steps instead, with one integer matrix product per step at
-fixed scales:
+for `digit_lstm` on MNIST), and it has no integer GRU or RNN. Here each LSTM node of a float graph becomes
+ONNX Runtime's fused int8 LSTM with every range held fixed (training.int8_lstm), and each GRU or RNN node
+is unrolled over its (fixed) number of steps, with one integer matrix product per step at fixed scales:
 
 - the hidden state lies in (-1, 1) (it is a tanh, or a sigmoid times a tanh), so it is quantized to
   uint8 with the fixed scale 1/127.5 and zero point 128, whatever the batch holds;
@@ -45,6 +45,7 @@ AFFINE = {
 }
 """The operations by a constant through which a recurrent layer's input range is traced."""
 MICROSOFT = "com.microsoft"
+MICROSOFT_OPS = ("MatMulIntegerToFloat", "DynamicQuantizeLSTM")
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class Builder:
 
         base = f"{self.prefix}/{op_type}_{len(self.nodes)}"
         names = outputs if isinstance(outputs, list) else [f"{base}:{i}" for i in range(outputs)]
-        domain = MICROSOFT if op_type == "MatMulIntegerToFloat" else ""
+        domain = MICROSOFT if op_type in MICROSOFT_OPS else ""
         self.nodes.append(helper.make_node(op_type, inputs, names, name=base, domain=domain, **attributes))
         return names[0] if outputs == 1 else names
 
@@ -133,7 +134,7 @@ def checked(node: Any) -> dict[str, Any]:
     ]
     found = [what for bad, what in unsupported if bad]
     if found:
-        raise ValueError(f"{node.name}: {node.op_type} with {', '.join(found)} cannot be unrolled here")
+        raise ValueError(f"{node.name}: {node.op_type} with {', '.join(found)} cannot be quantized here")
     return attributes
 
 
@@ -256,12 +257,24 @@ def input_quantization(
     """How a recurrent layer's input `name` is quantized: as a hidden state when it is another recurrent
     node's hidden states (its output 0 or 1, through shape-only nodes), else over the range traced back
     to a graph input of a range in `ranges`, through shape-only nodes and operations by a constant."""
+    found = input_range(name, producers, constants, ranges)
+    return HIDDEN if found is None else Quantization.spanning(*found)
+
+
+def input_range(
+    name: str,
+    producers: dict[str, Any],
+    constants: dict[str, np.ndarray],
+    ranges: dict[str, tuple[float, float]],
+) -> tuple[float, float] | None:
+    """The range of a recurrent layer's input `name` (input_quantization): None for another recurrent
+    node's hidden states."""
     node = producers.get(name)
     while node is not None and node.op_type in SHAPE_ONLY:
         name, node = node.input[0], producers.get(node.input[0])
     if node is not None and node.op_type in RECURRENT and name in node.output[:2]:
-        return HIDDEN
-    return Quantization.spanning(*traced_range(name, producers, constants, ranges))
+        return None
+    return traced_range(name, producers, constants, ranges)
 
 
 def traced_range(
@@ -304,8 +317,8 @@ def graph_constants(graph: Any) -> dict[str, np.ndarray]:
 def int8_graph(
     source: Path, target: Path, input_ranges: dict[str, tuple[float, float]]
 ) -> list[dict[str, str]]:
-    """Write `source`'s graph with every recurrent node unrolled in integers (above) to `target`; the
-    nodes replaced, each as {node, op_type}. `input_ranges` gives the range of the graph's inputs
+    """Write `source`'s graph with every recurrent node computed in integers (above) to `target`; the
+    nodes replaced, each as {node, op_type, form}: "fused" (LSTM) or "unrolled" (GRU, RNN). `input_ranges` gives the range of the graph's inputs
     (e.g. {"pixels": (0, 255)}), from which the first recurrent layer's input range is traced."""
     import onnx
 
@@ -316,22 +329,34 @@ def int8_graph(
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in described}
     producers = {output: node for node in graph.node for output in node.output}
     nodes, replaced, used = [], [], set()
+    from training.int8_lstm import activation_peaks, chained_layers, fused_lstm  # it builds on this module
+
+    chained = chained_layers(graph, producers)
     for node in graph.node:
         if node.op_type not in RECURRENT:
             nodes.append(node)
             continue
         checked(node)
-        steps = shapes.get(node.input[0], [0])[0]
-        if not steps:
-            raise ValueError(
-                f"{node.name}: its input's number of steps is not fixed, so it cannot be unrolled"
-            )
-        source_quantization = input_quantization(node.input[0], producers, weights, input_ranges)
-        unrolled = unroll(node, weights, steps, source_quantization)
-        nodes += unrolled.nodes
-        graph.initializer.extend(unrolled.initializers)
+        found = input_range(node.input[0], producers, weights, input_ranges)
+        if node.op_type == "LSTM":
+            peaks = activation_peaks()
+            low, high = (peaks.low, peaks.high) if found is None else found
+            wanted = {name for other in graph.node for name in other.input} | {o.name for o in graph.output}
+            chain = (node.name in chained, node.name in chained.values())
+            built = fused_lstm(node, weights, low, high, found is not None, wanted, chain)
+            form = "fused"
+        else:
+            steps = shapes.get(node.input[0], [0])[0]
+            if not steps:
+                raise ValueError(
+                    f"{node.name}: its input's number of steps is not fixed, so it cannot be unrolled"
+                )
+            quantization = HIDDEN if found is None else Quantization.spanning(*found)
+            built, form = unroll(node, weights, steps, quantization), "unrolled"
+        nodes += built.nodes
+        graph.initializer.extend(built.initializers)
         used.update(node.input[1:4])
-        replaced.append({"node": node.name, "op_type": node.op_type})
+        replaced.append({"node": node.name, "op_type": node.op_type, "form": form})
     kept = [i for i in graph.initializer if i.name not in used or any(i.name in n.input for n in nodes)]
     del graph.node[:]
     graph.node.extend(nodes)

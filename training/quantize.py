@@ -4,16 +4,17 @@ their float graphs on the MNIST test set.
 python -m training.quantize --data-dir ../shared/data --model-dir models --out models
 python -m training.quantize --data-dir ../shared/data --dry-run
 
-For each model the float graph of the newest version is read, and its recurrent layers are unrolled
-with one integer matrix product per step at fixed scales (training.int8_graph): 7-bit weights per output
-column, hidden states as uint8 at the fixed scale of their (-1, 1) range, the first layer's input over
-the range of raw pixels (0-255, one level each). ONNX Runtime's dynamic quantization is not used: it
-scales each call's activations by the range of the whole batch, so its answers move with the batch, and
-it has no integer GRU or RNN. The gates' nonlinearities, the head and the temperature scaling
-(training.calibrate) stay float. Both graphs are then measured on the test images
-with --threads ONNX Runtime threads (1 by default, what each of several workers gets): accuracy, argmax
-agreement, largest probability difference, ECE, CPU time per image at batch 1 and 64, and how far a
-probability moves between an image alone and in a batch.
+For each model the float graph of the newest version is read, and its recurrent layers are computed in
+integers at fixed scales (training.int8_graph): an LSTM layer as ONNX Runtime's fused
+DynamicQuantizeLSTM with its ranges held fixed (training.int8_lstm), a GRU or RNN layer unrolled with
+one integer matrix product per step; 7-bit weights per output column, hidden states as uint8 over their
+(-1, 1) range, the first layer's input over the range of raw pixels (0-255, one level each). ONNX
+Runtime's dynamic quantization (`quantize_dynamic`) is not used: it scales each call's activations by the
+range of the whole batch, so its answers move with the batch, and it has no integer GRU or RNN. The gates'
+nonlinearities, the head and the temperature scaling (training.calibrate) stay float. Both graphs are
+then measured on the test images with --threads ONNX Runtime threads (1 by default, what each of several
+workers gets): accuracy, argmax agreement, largest probability difference, ECE, CPU time per image at
+batch 1 and 64, and how far a probability moves between an image alone and in a batch.
 
 With --out, the next version `<out>/<name>/<newest + 1>/` is written: the float files unchanged (a
 former int8 graph is replaced), model.int8.onnx beside them, and metadata.json with the variant and its
@@ -24,6 +25,7 @@ which one answers (service.precision). Without --out nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -53,6 +55,7 @@ from training.export import (
     onnx_session,
 )
 from training.int8_graph import HIDDEN, WEIGHT_LEVELS, int8_graph
+from training.int8_lstm import activation_peaks
 from training.loop import chunks
 from training.temperature_scaling import PROBABILITIES
 
@@ -64,7 +67,7 @@ TIMING_BATCHES = 32
 DRY_RUN_TIMING_BATCHES = 4
 TIMING_REPEATS = 11
 EVALUATION_BATCH = 1_000
-BATCH_CHECK_IMAGES = 256
+BATCH_CHECK_IMAGES = 2_048
 
 
 def probabilities_of(path: Path, images: np.ndarray, threads: int, label: str) -> np.ndarray:
@@ -169,11 +172,14 @@ class Quantized:
             "onnx_file": INT8_FILE,
             "precision": "int8",
             "method": (
-                "training.int8_graph: recurrent layers unrolled over their steps, one integer product "
-                "per step of the step's input and hidden state, both uint8 at fixed scales (hidden "
-                "states in (-1, 1); the first layer's input over the range of raw pixels, one level per "
-                "value), by the stacked input and recurrent weights at 7 bits per output column "
-                "(com.microsoft.MatMulIntegerToFloat), so every row is computed on its own; the gates' "
+                "training.int8_graph: each LSTM layer one com.microsoft.DynamicQuantizeLSTM at fixed "
+                "scales (training.int8_lstm: the input's range held by two constant columns, the hidden "
+                "state's by two units held at the largest and smallest value a unit reaches; form "
+                "'fused'); GRU and RNN layers unrolled over their steps, one integer product per step of "
+                "the step's input and hidden state, both uint8 at fixed scales, by the stacked input and "
+                "recurrent weights (com.microsoft.MatMulIntegerToFloat; form 'unrolled'); hidden states "
+                "in (-1, 1), the first layer's input over the range of raw pixels, one level per value, "
+                "7-bit weights per output column, so every row is computed on its own; the gates' "
                 "nonlinearities, the head and the temperature scaling in float"
             ),
             "settings": {
@@ -181,7 +187,12 @@ class Quantized:
                 "hidden_scale": HIDDEN.scale,
                 "hidden_zero_point": HIDDEN.zero,
                 "input_ranges": {"pixels": list(PIXEL_RANGE)},
-            },
+            }
+            | (
+                {"lstm_held_units": dataclasses.asdict(activation_peaks())}
+                if any(r.get("form") == "fused" for r in self.replaced)
+                else {}
+            ),
             "quantized_ops": self.replaced,
             "measured_on": (
                 f"the first {len(test.labels):,} MNIST test images (of 10,000), ONNX Runtime "
@@ -210,7 +221,12 @@ def quantize_model(name: str, model_dir: Path, work: Path, test: MnistTestSet, t
     folder.mkdir(parents=True, exist_ok=True)
     int8_file = folder / INT8_FILE
     replaced = int8_graph(float_graph, int8_file, {"pixels": PIXEL_RANGE})
-    logger.info("%s v%s: unrolled %s in integers", name, source.name, ", ".join(n["node"] for n in replaced))
+    logger.info(
+        "%s v%s: %s in integers",
+        name,
+        source.name,
+        ", ".join(f"{n['node']} ({n['form']})" for n in replaced),
+    )
     comparison = Comparison(
         probabilities_of(float_graph, test.images, threads, f"{name} v{source.name} test"),
         probabilities_of(int8_file, test.images, threads, f"{name} int8 test"),
@@ -285,7 +301,7 @@ def table(results: list[Quantized]) -> str:
     header = (
         f"{'model':<14}{'acc fp32':>9}{'acc int8':>9}{'drop pt':>8}{'agree':>8}{'max dp':>8}{'ECE fp32':>9}"
         f"{'ECE int8':>9}{'us@1 fp32':>10}{'us@1 int8':>10}{'us@64 fp32':>11}{'us@64 int8':>11}{'ratio':>7}"
-        f"{'batch dp':>9}  unrolled"
+        f"{'batch dp':>9}  in integers"
     )
     rows = [header]
     for done in results:

@@ -15,7 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from conftest import ServeApp
 
-DIGITS = {"digit_lstm": "4", "digit_gru": "3", "digit_rnn": "4"}
+DIGITS = {"digit_lstm": "5", "digit_gru": "3", "digit_rnn": "4"}
 
 
 def probabilities(path: Path, images: np.ndarray) -> np.ndarray:
@@ -36,7 +36,7 @@ AUTO = "auto: float, since the int8 variant takes "  # more CPU for a lone image
         (
             "auto",
             {
-                "digit_lstm": ("fp32", AUTO),
+                "digit_lstm": ("int8", "auto on the CPU: int8, "),
                 "digit_gru": ("fp32", AUTO),
                 "digit_rnn": ("int8", "auto on the CPU: int8, "),
             },
@@ -109,7 +109,7 @@ async def test_v2_and_the_metrics_name_the_precision(
         assert forecast.json()["parameters"] == {"precision": "fp32"}, forecast.text
         metrics = (await client.get("/metrics")).text
     assert 'model="digit_rnn",precision="int8",provider="CPUExecutionProvider",version="4"} 1.0' in metrics
-    assert 'model="digit_lstm",precision="fp32",provider="CPUExecutionProvider",version="4"} 1.0' in metrics
+    assert 'model="digit_lstm",precision="int8",provider="CPUExecutionProvider",version="5"} 1.0' in metrics
     assert 'model="sine_gru",precision="fp32",provider="CPUExecutionProvider",version="2"} 1.0' in metrics
 
 

@@ -23,8 +23,9 @@ from training.export import onnx_session
 # 1,000 test images: 0.3 points is 3 images.
 ACCURACY_BOUND_POINTS = 0.3
 MIN_ARGMAX_AGREEMENT = 0.99
-# The recurrent nodes training.int8_graph unrolls in integers.
+# The recurrent nodes training.int8_graph computes in integers: LSTMs fused, GRUs unrolled.
 QUANTIZED = {"digit_lstm": ["LSTM", "LSTM"], "digit_gru": ["GRU", "GRU"]}
+FORMS = {"LSTM": "fused", "GRU": "unrolled", "RNN": "unrolled"}
 
 
 @pytest.mark.slow  # two models, each quantized twice and measured: about 10 s
@@ -61,6 +62,8 @@ def test_dry_run_writes_a_verified_version_with_a_measured_int8_variant(
         assert variant["onnx_file"] == "model.int8.onnx" and variant["precision"] == "int8"
         assert variant["dry_run"] is True and variant["method"].startswith("training.int8_graph: ")
         assert sorted(op["op_type"] for op in variant["quantized_ops"]) == ops
+        assert all(op["form"] == FORMS[op["op_type"]] for op in variant["quantized_ops"])
+        assert ("lstm_held_units" in variant["settings"]) == (name == "digit_lstm")
         metrics = variant["metrics"]
         assert metrics["test_images"] == DRY_RUN_TEST_IMAGES
         assert metrics["accuracy_drop_points"] <= ACCURACY_BOUND_POINTS, metrics
@@ -83,10 +86,13 @@ def test_dry_run_writes_a_verified_version_with_a_measured_int8_variant(
         assert expected_calibration_error(ours, labels) == pytest.approx(metrics["test_ece"], abs=1e-6)
         np.testing.assert_allclose(ours.sum(axis=1), 1.0, atol=1e-5)
 
-    # The LSTM's products are integer ones, one per step and layer (input and hidden state together).
+    # Each LSTM layer is one fused integer node; each GRU layer one integer product per step.
     lstm = out / "digit_lstm" / str(int(newest_version(models_dir, "digit_lstm").name) + 1)
     ops = [n.op_type for n in onnx.load(str(lstm / "model.int8.onnx")).graph.node]
-    assert ops.count("MatMulIntegerToFloat") == 2 * 28 and "LSTM" not in ops and "MatMul" not in ops
+    assert ops.count("DynamicQuantizeLSTM") == 2 and "LSTM" not in ops and "MatMulIntegerToFloat" not in ops
+    gru = out / "digit_gru" / str(int(newest_version(models_dir, "digit_gru").name) + 1)
+    ops = [n.op_type for n in onnx.load(str(gru / "model.int8.onnx")).graph.node]
+    assert ops.count("MatMulIntegerToFloat") == 2 * 28 and "GRU" not in ops and "MatMul" not in ops
     assert json.loads((lstm / "metadata.json").read_text())["onnx_file"] == "model.onnx"  # the float graph
 
 
@@ -138,7 +144,7 @@ def recurrent_graph(op_type: str, hidden: int, steps: int, inputs: int, seed: in
 
 
 @pytest.mark.parametrize("op_type", ["LSTM", "GRU", "RNN"])
-def test_an_unrolled_layer_follows_onnx_runtimes_own_and_each_row_is_computed_on_its_own(
+def test_an_int8_layer_follows_onnx_runtimes_own_and_each_row_is_computed_on_its_own(
     op_type: str, tmp_path: Path
 ) -> None:
     onnx.save(recurrent_graph(op_type, hidden=32, steps=12, inputs=8, seed=1), str(tmp_path / "float.onnx"))
@@ -146,7 +152,7 @@ def test_an_unrolled_layer_follows_onnx_runtimes_own_and_each_row_is_computed_on
     # puts the input weights, read at the hidden state's scale, near the recurrent ones, as a trained
     # model's are: 0.3 × (1/255) / (1/127.5) = 0.15 against 0.1 here; 1.3 times for digit_lstm's pixels.
     replaced = int8_graph.int8_graph(tmp_path / "float.onnx", tmp_path / "int8.onnx", {"X": (-0.5, 0.5)})
-    assert replaced == [{"node": op_type, "op_type": op_type}]
+    assert replaced == [{"node": op_type, "op_type": op_type, "form": FORMS[op_type]}]
     x = np.random.default_rng(2).normal(0, 0.2, (12, 16, 8)).clip(-0.5, 0.5).astype(np.float32)
     theirs = onnx_session(tmp_path / "float.onnx", threads=1).run(None, {"X": x})
     session = onnx_session(tmp_path / "int8.onnx", threads=1)
@@ -160,11 +166,11 @@ def test_an_unrolled_layer_follows_onnx_runtimes_own_and_each_row_is_computed_on
     np.testing.assert_array_equal(alone, ours[0])  # the same alone as in the batch, to the bit
 
 
-def test_a_layer_the_unrolled_form_does_not_compute_is_refused_by_name(tmp_path: Path) -> None:
+def test_a_layer_the_int8_forms_do_not_compute_is_refused_by_name(tmp_path: Path) -> None:
     model = recurrent_graph("LSTM", hidden=8, steps=4, inputs=4, seed=0)
     model.graph.node[0].attribute.append(onnx.helper.make_attribute("direction", "reverse"))
     onnx.save(model, str(tmp_path / "reverse.onnx"))
-    with pytest.raises(ValueError, match=r"LSTM: LSTM with direction b'reverse' cannot be unrolled here"):
+    with pytest.raises(ValueError, match=r"LSTM: LSTM with direction b'reverse' cannot be quantized here"):
         int8_graph.int8_graph(tmp_path / "reverse.onnx", tmp_path / "int8.onnx", {"X": (-1.0, 1.0)})
 
 

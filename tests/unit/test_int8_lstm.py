@@ -1,0 +1,76 @@
+"""The fused int8 LSTM (training.int8_lstm): its fixed ranges hold for any batch, checked with ONNX
+Runtime's own LSTM operator and on the committed digit_lstm graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from service.repository import newest_version
+from service.tasks.digits import PIXEL_RANGE
+from training import int8_graph, int8_lstm
+from training.export import onnx_session
+
+
+def test_no_lstm_unit_goes_past_the_held_units() -> None:
+    """A unit's value is sigmoid(output gate) · tanh(cell); ONNX Runtime's approximations of both overshoot
+    1 a little, and the held units sit where the product peaks: no gate and cell, drawn over the whole
+    range and near saturation, gives a value beyond them, and the held units keep it step after step."""
+    peaks = int8_lstm.activation_peaks()
+    assert 1.0 <= peaks.high < 1.00001 and -1.00001 < peaks.low <= -1.0
+    session = int8_lstm.one_unit_lstm()
+    rng = np.random.default_rng(0)
+    for spread in (40.0, 20.0, 10.0):
+        gates = rng.uniform(-spread, spread, 1_000_000).astype(np.float32)
+        cells = rng.uniform(-spread, spread, 1_000_000).astype(np.float32)
+        values = int8_lstm.unit_values(session, gates, cells)
+        assert peaks.low <= values.min() and values.max() <= peaks.high
+    near = int8_lstm.every_float(*int8_lstm.CELL_SEARCHED)[::7]
+    values = int8_lstm.unit_values(session, np.full_like(near, peaks.gate), near)
+    assert values.max() == peaks.high  # reached, so the bound is as tight as it can be
+    held = int8_lstm.unit_values(
+        int8_lstm.one_unit_lstm(8), np.full(2, peaks.gate), np.array([peaks.cell_high, peaks.cell_low]), 8
+    )
+    assert (held[:, 0] == peaks.high).all() and (held[:, 1] == peaks.low).all()
+
+
+def test_stacked_layers_pass_their_held_units_on(models_dir: Path, tmp_path: Path) -> None:
+    """digit_lstm's second layer reads the first's sequence, which then keeps its two held units as the
+    second layer's input ends; its answers are the same alone and batched with images that drive units
+    to saturation."""
+    source = newest_version(models_dir, "digit_lstm") / "model.onnx"
+    graph = onnx.load(str(source)).graph
+    producers = {output: node for node in graph.node for output in node.output}
+    lstms = [node.name for node in graph.node if node.op_type == "LSTM"]
+    assert int8_lstm.chained_layers(graph, producers) == {lstms[1]: lstms[0]}
+    target = tmp_path / "int8.onnx"
+    int8_graph.int8_graph(source, target, {"pixels": PIXEL_RANGE})
+    fused = [node for node in onnx.load(str(target)).graph.node if node.op_type == "DynamicQuantizeLSTM"]
+    assert [node.input[0] for node in fused[1:]] == [
+        next(n.output[0] for n in onnx.load(str(target)).graph.node if n.input[:1] == [fused[0].output[0]])
+    ]  # the first layer's wide sequence, through the Squeeze only
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (48, 28, 28)).astype(np.float32)
+    images[:8] = 255.0  # bright, saturated ones
+    images[8:16] = 0.0
+    images[16:24] = np.where(rng.random((8, 28, 28)) < 0.5, 0.0, 255.0)
+    session = onnx_session(target, threads=1)
+    batched = session.run(["probabilities"], {"pixels": images})[0]
+    alone = np.concatenate([session.run(["probabilities"], {"pixels": image[None]})[0] for image in images])
+    np.testing.assert_array_equal(alone, batched)
+
+
+def test_whole_pixel_values_keep_one_level_each_with_the_widened_range() -> None:
+    """The pixels' range, normalized as digit_lstm does and widened by RANGE_MARGIN, still puts every
+    whole pixel value on its own level; the zero point's rounding is the same part of a level for all."""
+    mean, std = 0.1307 * 255, 0.3081 * 255
+    low, high = (np.array(PIXEL_RANGE) - mean) / std
+    margin = int8_lstm.RANGE_MARGIN * (high - low)
+    scale, zero, ideal = int8_lstm.input_levels(low - margin, high + margin)
+    values = (np.arange(256, dtype=np.float32) - np.float32(mean)) / np.float32(std)
+    levels = np.clip(np.round(values / scale + zero), 0, 255)
+    np.testing.assert_array_equal(levels, np.arange(256))
+    read_back = (levels - zero) * scale
+    np.testing.assert_allclose(read_back - values, (ideal - zero) * scale, atol=2e-4 * scale * 255)
