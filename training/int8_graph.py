@@ -318,8 +318,9 @@ def int8_graph(
     source: Path, target: Path, input_ranges: dict[str, tuple[float, float]]
 ) -> list[dict[str, str]]:
     """Write `source`'s graph with every recurrent node computed in integers (above) to `target`; the
-    nodes replaced, each as {node, op_type, form}: "fused" (LSTM) or "unrolled" (GRU, RNN). `input_ranges` gives the range of the graph's inputs
-    (e.g. {"pixels": (0, 255)}), from which the first recurrent layer's input range is traced."""
+    nodes replaced, each as {node, op_type, form}: "fused" (LSTM) or "unrolled" (GRU, RNN).
+    `input_ranges` gives the range of the graph's inputs (e.g. {"pixels": (0, 255)}), from which the first
+    recurrent layer's input range is traced."""
     import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
