@@ -11,14 +11,17 @@ move with the images batched beside it. Here every such range is the same whatev
   value any unit can reach: a unit's value is its output gate times the tanh of its cell, and ONNX
   Runtime computes both as rational approximations that overshoot 1 a little (by 1e-7 and 2e-7 on the CPU
   this was written on), so `activation_peaks` finds where they peak by trying every float32 near their
-  saturation in the operator itself, and the two units sit there (cell kept by a forget gate of exactly 1);
-- the layer's outputs drop the two units again.
+  saturation in ONNX Runtime's float LSTM, whose activations the int8 one shares, and the two units sit
+  there (cell kept by a forget gate of exactly 1);
+- the layer's outputs drop the two units again, except where the next LSTM layer reads them as its
+  input's ends (`chained_layers`).
 
 The weights are quantized per output column to 7 bits, as in the unrolled form (training.int8_graph). The
 layer stays one node where the unrolled form has a dozen a step, so a lone image costs less than in the
-float graph. The peaks are those of the ONNX Runtime build and CPU that write the graph: the service
-measures the variant's batch dependence where it is made (training.quantize), and `auto` serves it only
-when that is nil.
+float graph. The peaks are those of the ONNX Runtime build and CPU that write the graph, where
+training.quantize also measures the variant's batch dependence (`auto` serves it only when that is nil); a
+CPU whose kernels round the approximations differently could let a unit pass the held ones by a float32
+step, and an answer then differ from its batched twin by one rounding step of one hidden value.
 """
 
 from __future__ import annotations

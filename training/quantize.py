@@ -159,6 +159,7 @@ class Quantized:
             "threads": self.threads,
             "batch_max_probability_difference": self.batch_differences[1],
             "batch_max_probability_difference_fp32": self.batch_differences[0],
+            "batch_check_images": min(BATCH_CHECK_IMAGES, len(self.comparison.labels)),
             "test_images": len(self.comparison.labels),
             **timings,
             "cpu_speedup": timings[f"cpu_us_per_image_batch{TIMING_BATCH}_fp32"]
@@ -198,8 +199,8 @@ class Quantized:
                 f"the first {len(test.labels):,} MNIST test images (of 10,000), ONNX Runtime "
                 f"{library_versions()['onnxruntime']} on the CPU with {threads} intra-op thread(s); CPU time "
                 f"is time.process_time, median of {TIMING_REPEATS} interleaved repeats, cpu_speedup at batch "
-                f"{TIMING_BATCH}; batch dependence on the first {BATCH_CHECK_IMAGES} test images, each alone "
-                f"and in batches of {TIMING_BATCH}"
+                f"{TIMING_BATCH}; batch dependence on the first {self.metrics()['batch_check_images']} test "
+                f"images, each alone and in batches of {TIMING_BATCH}"
             ),
             "dry_run": test.dry_run,
             "metrics": self.metrics(),

@@ -128,7 +128,7 @@ def test_rest_beside_v2_and_int8_beside_float(tmp_path: Path) -> None:
         assert int8_models[name]["precision"] == "int8", int8_models[name]
         assert fp32_models[name]["precision"] == "fp32", fp32_models[name]
     default = served(data, "rnnserve")  # auto, one ONNX Runtime thread per worker on this CPU host
-    assert (default["digit_lstm"]["precision"], default["digit_rnn"]["precision"]) == ("fp32", "int8")
+    assert (default["digit_lstm"]["precision"], default["digit_rnn"]["precision"]) == ("int8", "int8")
 
 
 def test_the_forecasters_alone_have_a_row_per_committed_version() -> None:

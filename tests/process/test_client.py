@@ -258,7 +258,7 @@ def test_health_and_models(url: str) -> None:
         raw["models"][0]["precision"],
         raw["models"][0]["precision_reason"],
     )
-    assert (digit_model.precision, listing.model("digit_rnn").precision) == ("fp32", "int8")
+    assert (digit_model.precision, listing.model("digit_rnn").precision) == ("int8", "int8")
     assert digit_model.metadata["metrics"] == raw["models"][0]["metadata"]["metrics"]
     assert listing.model("sine_gru").task == "forecasting"
 

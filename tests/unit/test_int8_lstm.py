@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from service.repository import newest_version
 from service.tasks.digits import PIXEL_RANGE
@@ -60,6 +61,18 @@ def test_stacked_layers_pass_their_held_units_on(models_dir: Path, tmp_path: Pat
     batched = session.run(["probabilities"], {"pixels": images})[0]
     alone = np.concatenate([session.run(["probabilities"], {"pixels": image[None]})[0] for image in images])
     np.testing.assert_array_equal(alone, batched)
+
+    # The fused int8 operator shares the float LSTM's activations: its held units sit at the peaks found.
+    model = onnx.load(str(target))
+    sequences = [node.output[0] for node in model.graph.node if node.op_type == "DynamicQuantizeLSTM"]
+    for name in sequences:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    peaks = int8_lstm.activation_peaks()
+    wide = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for sequence in wide.run(sequences, {"pixels": images}):
+        assert (sequence[..., -2] == np.float32(peaks.high)).all()
+        assert (sequence[..., -1] == np.float32(peaks.low)).all()
+        assert np.abs(sequence[..., :-2]).max() <= peaks.high
 
 
 def test_whole_pixel_values_keep_one_level_each_with_the_widened_range() -> None:
