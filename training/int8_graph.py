@@ -323,6 +323,8 @@ def int8_graph(
     recurrent layer's input range is traced."""
     import onnx
 
+    from training.int8_lstm import activation_peaks, chained_layers, fused_lstm  # it builds on this module
+
     model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
     graph = model.graph
     weights = graph_constants(graph)
@@ -330,8 +332,6 @@ def int8_graph(
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in described}
     producers = {output: node for node in graph.node for output in node.output}
     nodes, replaced, used = [], [], set()
-    from training.int8_lstm import activation_peaks, chained_layers, fused_lstm  # it builds on this module
-
     chained = chained_layers(graph, producers)
     for node in graph.node:
         if node.op_type not in RECURRENT:
