@@ -66,9 +66,13 @@ class Quantization:
         scale = (high - low) / 255
         return cls(scale, -low / scale)
 
+    def nearest_zero(self) -> float:
+        """The zero point a uint8 quantizer uses: the level nearest `zero`."""
+        return float(np.clip(np.round(self.zero), 0, 255))
+
     def constants(self, graph: Builder, name: str) -> list[str]:
         """QuantizeLinear's scale and (nearest) zero point, as initializers of `graph`."""
-        zero = np.uint8(np.clip(np.round(self.zero), 0, 255))
+        zero = np.uint8(self.nearest_zero())
         return [graph.constant(f"{name}_scale", np.float32(self.scale)), graph.constant(f"{name}_zero", zero)]
 
 
@@ -323,7 +327,7 @@ def int8_graph(
     recurrent layer's input range is traced."""
     import onnx
 
-    from training.int8_lstm import activation_peaks, chained_layers, fused_lstm  # it builds on this module
+    from training.int8_lstm import chained_layers, fused_lstm  # it builds on this module
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
     graph = model.graph
@@ -333,6 +337,7 @@ def int8_graph(
     producers = {output: node for node in graph.node for output in node.output}
     nodes, replaced, used = [], [], set()
     chained = chained_layers(graph, producers)
+    wanted = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
     for node in graph.node:
         if node.op_type not in RECURRENT:
             nodes.append(node)
@@ -340,12 +345,8 @@ def int8_graph(
         checked(node)
         found = input_range(node.input[0], producers, weights, input_ranges)
         if node.op_type == "LSTM":
-            peaks = activation_peaks()
-            low, high = (peaks.low, peaks.high) if found is None else found
-            wanted = {name for other in graph.node for name in other.input} | {o.name for o in graph.output}
             chain = (node.name in chained, node.name in chained.values())
-            built = fused_lstm(node, weights, low, high, found is not None, wanted, chain)
-            form = "fused"
+            built, form = fused_lstm(node, weights, found, wanted, chain), "fused"
         else:
             steps = shapes.get(node.input[0], [0])[0]
             if not steps:

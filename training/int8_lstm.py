@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from training.int8_graph import Builder, checked, quantize_columns
+from training.int8_graph import Builder, Quantization, checked, initial_state, quantize_columns
 
 GATE_SEARCHED = (12.0, 32.0)
 CELL_SEARCHED = (6.0, 16.0)
@@ -157,26 +157,16 @@ def widened(
     return w2, r2, b2.ravel()
 
 
-def input_levels(low: float, high: float) -> tuple[float, float, float]:
-    """The operator's uint8 quantization of an input whose range is [low, high] (it always holds 0):
-    its scale, the zero point it rounds to, and the zero point it rounded from."""
-    low, high = min(low, 0.0), max(high, 0.0)
-    scale = float(np.float32((high - low) / 255))
-    ideal = -low / scale
-    return scale, float(np.round(np.clip(ideal, 0, 255))), ideal
-
-
 def fused_lstm(
     node: Any,
     weights: dict[str, np.ndarray],
-    low: float,
-    high: float,
-    whole_levels: bool,
+    input_range: tuple[float, float] | None,
     wanted: set[str],
     chain: tuple[bool, bool] = (False, False),
 ) -> Builder:
-    """The nodes that compute `node` (a forward LSTM of time-major input between `low` and `high`) as one
-    DynamicQuantizeLSTM at fixed scales, with its outputs' names. With `whole_levels` the input's values
+    """The nodes that compute `node` (a forward LSTM of time-major input) as one DynamicQuantizeLSTM at
+    fixed scales, with its outputs' names. Its input lies in `input_range`, traced from a graph input
+    (training.int8_graph.input_range), or is a layer below's hidden states (None). A traced input's values
     lie on the levels of its range (whole pixel values): the part of a level by which the operator's
     rounded zero point shifts them all is taken off through the bias. Only the outputs in `wanted` (those
     the graph reads) are computed. `chain` says whether the input is a layer below's sequence that still
@@ -185,14 +175,15 @@ def fused_lstm(
     hidden = checked(node)["hidden_size"]
     peaks = activation_peaks()
     graph = Builder(node.name)
+    low, high = (peaks.low, peaks.high) if input_range is None else input_range
     margin = RANGE_MARGIN * (high - low)
     low, high = low - margin, high + margin
     w, r, bias = widened(node, weights, hidden, peaks)
     w_levels, w_scales = quantize_columns(w)
     r_levels, r_scales = quantize_columns(r)
-    if whole_levels:
-        scale, zero, ideal = input_levels(low, high)
-        shift = (ideal - zero) * scale  # each value's levels read back, less the value itself
+    if input_range is not None:
+        levels = input_levels(low, high)
+        shift = (levels.zero - levels.nearest_zero()) * levels.scale  # a level read back, less its value
         bias[: 4 * (hidden + 2)] -= shift * w_scales * w_levels.sum(axis=0, dtype=np.float64)
     x = wide_x = node.input[0]
     first = graph.op("Slice", [x, *axis_slice(graph, 2, 0, 1)])  # [steps, batch, 1]
@@ -203,10 +194,8 @@ def fused_lstm(
     origin = graph.op("Slice", [zeros, *axis_slice(graph, 0, 0, 1)])  # [1, batch, 1] of zeros
     states = []
     for index, held in ((5, (peaks.high, peaks.low)), (6, (peaks.cell_high, peaks.cell_low))):
-        given = node.input[index] if len(node.input) > index and node.input[index] else ""
-        extra = np.array(held if given else [0.0] * hidden + list(held), np.float32)
-        both = graph.op("Add", [origin, graph.constant(f"held_{index}", extra)])
-        states.append(graph.op("Concat", [given, both], axis=2) if given else both)
+        units = graph.op("Add", [origin, graph.constant(f"held_{index}", np.array(held, np.float32))])
+        states.append(graph.op("Concat", [initial_state(graph, node, index, x, hidden), units], axis=2))
     zero_points = [np.zeros((1, 4 * (hidden + 2)), np.int8)] * 2
     sequence = node.output[0] if chain[1] else f"{node.name}/sequence_held"
     outputs = graph.op(
@@ -231,6 +220,14 @@ def fused_lstm(
         if name in wanted and name != wide:
             graph.op("Slice", [wide, *axis_slice(graph, axis, 0, hidden)], [name])
     return graph
+
+
+def input_levels(low: float, high: float) -> Quantization:
+    """How the operator quantizes an input whose range is [low, high]: over that range stretched to hold
+    0, at the scale it computes in float32, to the nearest zero point (Quantization.nearest_zero)."""
+    low = min(low, 0.0)
+    scale = float(np.float32(Quantization.spanning(low, max(high, 0.0)).scale))
+    return Quantization(scale, -low / scale)
 
 
 def axis_slice(graph: Builder, axis: int, start: int, end: int) -> list[str]:

@@ -38,7 +38,8 @@ CALIBRATED = {
     ("digit_rnn", "3"): ("gap temperature scaling", 60_000),
 }
 # The newest version of each model, the one served: the float graph of the last calibrated version,
-# unchanged, with an int8 graph beside it (training.quantize; digit_lstm's v4 replaced v3's int8 graph).
+# unchanged, with an int8 graph beside it (training.quantize; a newer int8 graph of the same float one
+# makes a new version, as digit_lstm's v4 and v5 did).
 NEWEST = {"digit_lstm": "5", "digit_gru": "3", "digit_rnn": "4"}
 NEWEST_CALIBRATED = {"digit_lstm": "2", "digit_gru": "2", "digit_rnn": "3"}
 PARITY_TOLERANCE = 1e-5

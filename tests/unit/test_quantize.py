@@ -15,7 +15,7 @@ import pytest
 from service.precision import MAX_BATCH_DIFFERENCE
 from service.repository import locate, newest_version, read_metadata, verify
 from service.tasks.digits import PIXEL_RANGE
-from training import int8_graph, quantize
+from training import int8_graph, int8_lstm, quantize
 from training.calibrate import DRY_RUN_TEST_IMAGES, expected_calibration_error
 from training.export import onnx_session
 
@@ -184,7 +184,10 @@ def test_an_input_of_unknown_range_is_refused_by_name(tmp_path: Path) -> None:
 
 def test_every_whole_pixel_value_is_one_input_level_through_the_normalization(models_dir: Path) -> None:
     """The first layer's input is (pixels - mean) / std: its range is traced from the pixels' through
-    the graph, and its quantization holds each raw pixel value 0-255 exactly (a fractional zero point)."""
+    the graph, and its quantization holds each raw pixel value 0-255 exactly (a fractional zero point):
+    in the unrolled form, and in the fused LSTM's (training.int8_lstm), whose range is widened by
+    RANGE_MARGIN and whose zero point's rounding, the same part of a level for every pixel, the bias takes
+    off."""
     model = onnx.load(str(newest_version(models_dir, "digit_lstm") / "model.onnx"))
     graph = model.graph
     producers = {output: node for node in graph.node for output in node.output}
@@ -201,6 +204,16 @@ def test_every_whole_pixel_value_is_one_input_level_through_the_normalization(mo
     np.testing.assert_array_equal(levels, pixels.transpose(1, 0, 2))  # time-major, as the layer reads them
     np.testing.assert_allclose((levels - found.zero) * found.scale, x, atol=1e-5)
     assert int8_graph.input_quantization(lstm.output[0], producers, constants, {}) == int8_graph.HIDDEN
+
+    traced = int8_graph.input_range(lstm.input[0], producers, constants, {"pixels": PIXEL_RANGE})
+    assert traced is not None  # the pixels' range, not a layer's hidden states
+    margin = int8_lstm.RANGE_MARGIN * (traced[1] - traced[0])
+    fused = int8_lstm.input_levels(traced[0] - margin, traced[1] + margin)
+    levels = np.clip(np.round(x / fused.scale + fused.nearest_zero()), 0, 255)
+    np.testing.assert_array_equal(levels, pixels.transpose(1, 0, 2))
+    shift = (fused.zero - fused.nearest_zero()) * fused.scale
+    read_back = (levels - fused.nearest_zero()) * fused.scale
+    np.testing.assert_allclose(read_back - x, shift, atol=2e-4 * fused.scale * 255)
 
 
 def test_dry_run_refuses_to_write_into_the_model_repository(models_dir: Path, mnist_dir: Path) -> None:
