@@ -34,9 +34,10 @@ def int8_variant(version: Path) -> Path | None:
     return version / variant["onnx_file"] if isinstance(variant, dict) else None
 
 
-def ort_session(path: Path, device: str = "cpu") -> Any:
+def ort_session(path: Path, device: str = "cpu", threads: int | None = None) -> Any:
     """An ONNX Runtime session on the CPU, or with the CUDA provider first for `device` "cuda", with the
-    service's session options (idle CPU threads sleep instead of spinning)."""
+    service's session options (idle CPU threads sleep instead of spinning; `threads` intra-op threads,
+    None: one per core)."""
     import onnxruntime as ort
 
     from service.runtimes.onnx import session_options
@@ -51,7 +52,7 @@ def ort_session(path: Path, device: str = "cpu") -> Any:
                 "(pip install -e '.[gpu]'), or add --dry-run to run the GPU mode on the CPU"
             )
         providers.insert(0, "CUDAExecutionProvider")
-    return ort.InferenceSession(str(path), session_options(), providers=providers)
+    return ort.InferenceSession(str(path), session_options(threads), providers=providers)
 
 
 def runs_per_second(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> float:

@@ -165,9 +165,10 @@ def interleaved_table(stdout: str, rounds: int, title: str) -> list[dict[str, st
 
 def test_one_digit_model_in_int8_against_float() -> None:
     stdout = run_script("bench_precision.py", "--rounds", "1", "--seconds", "1")
-    rows = interleaved_table(stdout, 2 * 3, "precision")
+    rows = interleaved_table(stdout, 2 * 4, "precision")
     assert [(row["digit_rnn: form"], row["c"]) for row in rows] == [
-        ("64-images", "8"), ("64-images", "1"), ("octet-stream", "64")
+        ("64-images", "8"), ("64-images", "1"), ("octet-stream", "64"),
+        ("ONNX Runtime alone, one thread", "batch 64"),
     ]  # fmt: skip
     positive(rows, "float images/s", "int8 images/s", "int8 ÷ float")
 
