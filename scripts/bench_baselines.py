@@ -28,10 +28,14 @@ def newest_model(name: str) -> Path:
     return newest_version(name) / "model.onnx"
 
 
-def int8_variant(version: Path) -> Path | None:
-    """The int8 graph of a model version (`variants.int8` in its metadata.json); None when it has none."""
+def precision_graphs(version: Path) -> dict[str, Path]:
+    """A model version's ONNX graphs by precision: "fp32", then "int8" when its metadata.json has the
+    variant (`variants.int8`)."""
     variant = json.loads((version / "metadata.json").read_text()).get("variants", {}).get("int8")
-    return version / variant["onnx_file"] if isinstance(variant, dict) else None
+    graphs = {"fp32": version / "model.onnx"}
+    if isinstance(variant, dict):
+        graphs["int8"] = version / variant["onnx_file"]
+    return graphs
 
 
 def ort_session(path: Path, device: str = "cpu", threads: int | None = None) -> Any:
@@ -70,11 +74,10 @@ def ort_alone(seconds: float = 1.0, device: str = "cpu", int8: bool = True) -> l
     newest float graph (and, with `int8`, its int8 variant) and the default forecaster's. Each row:
     model, precision, batch, inputs_per_s and the provider that ran it."""
     rng, rows = np.random.default_rng(0), []
-    version = newest_version("digit_lstm")
-    graphs = [("fp32", version / "model.onnx")]
-    if int8 and (variant := int8_variant(version)) is not None:
-        graphs.append(("int8", variant))
-    for precision, path in graphs:
+    graphs = precision_graphs(newest_version("digit_lstm"))
+    for precision, path in graphs.items():
+        if precision == "int8" and not int8:
+            continue
         session = ort_session(path, device)
         for batch in ORT_BATCHES:
             pixels = rng.integers(0, 256, size=(batch, 28, 28)).astype(np.float32)

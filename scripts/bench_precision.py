@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from bench_baselines import int8_variant, newest_version, ort_session, runs_per_second
+from bench_baselines import newest_version, ort_session, precision_graphs, runs_per_second
 from bench_forms import make_forms
 from bench_load import interleaved, outcome, run_hey
 from local_server import REPO_ROOT, start_service, stop
@@ -34,6 +34,8 @@ CELLS = (("64-images", 8), ("64-images", 1), ("octet-stream", 64))
 PRECISIONS = ("int8", "fp32")
 ALONE = "ONNX Runtime alone, one thread"
 """The form of the cell of each graph alone, on the 64-images form's 64 images as one batch."""
+ROWS = (*CELLS, (ALONE, 64))
+"""(form, concurrency, or batch for ALONE) of every row of the table."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,14 +45,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     forms = make_forms()
-    cells = [(precision, form, c) for precision in PRECISIONS for form, c in (*CELLS, (ALONE, 64))]
+    cells = [(precision, form, c) for precision in PRECISIONS for form, c in ROWS]
     version = newest_version(args.model)
-    variant = int8_variant(version)
-    if variant is None:
+    graphs = precision_graphs(version)
+    if "int8" not in graphs:
         raise SystemExit(f"{version} has no int8 variant: pass a digit model made by training.quantize")
-    graphs = {"fp32": version / "model.onnx", "int8": variant}
     sessions = {precision: ort_session(path, threads=1) for precision, path in graphs.items()}
-    batch = np.frombuffer(forms["64-images"].body, np.uint8).reshape(-1, 28, 28).astype(np.float32)
+    many, shape = forms["64-images"], sessions["fp32"].get_inputs()[0].shape  # [batch, side, side]
+    batch = np.frombuffer(many.body, np.uint8).reshape(many.inputs, *shape[1:]).astype(np.float32)
     servers = {}
     with tempfile.TemporaryDirectory(prefix="bench_precision_") as scratch:
         bodies = {}
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
     medians = {cell: statistics.median(values) for cell, values in rates.items()}
     print(f"\n| {args.model}: form | c | float images/s | int8 images/s | int8 ÷ float |")
     print("|---|---:|---:|---:|---:|")
-    for form, concurrency in (*CELLS, (ALONE, 64)):
+    for form, concurrency in ROWS:
         fp32, int8 = medians["fp32", form, concurrency], medians["int8", form, concurrency]
         ratio = int8 / fp32 if fp32 else 0.0
         c = f"batch {concurrency}" if form == ALONE else concurrency
