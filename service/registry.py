@@ -151,6 +151,8 @@ class ServedModels:
         """The model a request of `kind`'s task gets when it names none: the configured default, or
         while that is unloaded the next model of the task that is not."""
         choices = self.choices(kind)
+        if not self._unloaded:  # every request asks: the common case first
+            return choices[0]
         return next((name for name in choices if name not in self._unloaded), choices[0])
 
     def for_task(self, kind: type[Model], name: str | None) -> Model:
@@ -175,8 +177,11 @@ class ServedModels:
         """Before a request's body is read: refuse it (as its task's default model would, counted once)
         only if no model of the task could take it now. Once the body names its model, that model's
         queue decides."""
-        refusals: list[tuple[ServiceError, InputQueue | None]] = []
         default = self.default(kind)
+        served = self._models.get(default)
+        if served is not None and served.queue.refusal() is None:
+            return  # the common case, on every request
+        refusals: list[tuple[ServiceError, InputQueue | None]] = []
         for name in sorted(self.choices(kind), key=lambda n: n != default):
             try:
                 queue = self._models[name].queue if name in self._models else self.ready(name).queue

@@ -142,21 +142,38 @@ async def read_body(receive: Receive) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+NOTICE_LEAVING_AFTER_S = 0.05
+"""A request starts watching for its client to leave once it has waited this long for its answer."""
+
+
+async def unless_disconnected(
+    receive: Receive, work: Awaitable[T], after_s: float = NOTICE_LEAVING_AFTER_S
+) -> T:
     """Await `work` (the body must have been read), but cancel it, and so its queued inputs, if the
-    client goes away first."""
+    client goes away first.
+
+    The watch starts only once `work` has run `after_s`: most answers come sooner, and a watching task
+    on every request cost about a sixth of the event loop's CPU per request at concurrency 64. A client
+    that leaves has its inputs computed only if a batch takes them before the watch notices."""
     current = asyncio.current_task()
     assert current is not None
-    gone = False
+    loop = asyncio.get_running_loop()
+    gone = answered = False
+    watcher: asyncio.Task[None] | None = None
 
     async def watch() -> None:
         nonlocal gone
         while (await receive())["type"] != "http.disconnect":
             pass
-        gone = True
-        current.cancel()
+        if not answered:
+            gone = True
+            current.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    def start_watching() -> None:
+        nonlocal watcher
+        watcher = loop.create_task(watch())
+
+    timer = loop.call_later(after_s, start_watching)
     try:
         return await work
     except asyncio.CancelledError:
@@ -165,7 +182,10 @@ async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
         current.uncancel()
         raise ClientDisconnected() from None
     finally:
-        watcher.cancel()
+        answered = True
+        timer.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 def request_timeout_s(scope: Scope) -> float | None:

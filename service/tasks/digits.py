@@ -171,7 +171,7 @@ class DigitClassifier(ServedModel[np.ndarray, Scores]):
         return {"logits": scores[:, 0], "probabilities": scores[:, 1]}
 
     def prediction(self, probabilities: np.ndarray) -> dict[str, Any]:
-        digit = int(np.argmax(probabilities))
+        digit = int(probabilities.argmax())
         return {
             "digit": digit,
             "confidence": probabilities[digit],
