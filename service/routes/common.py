@@ -153,7 +153,7 @@ async def unless_disconnected(
     client goes away first.
 
     The watch starts only once `work` has run `after_s`: most answers come sooner, and a watching task
-    on every request cost about a sixth of the event loop's CPU per request at concurrency 64. A client
+    on every request cost about 15 % of the event loop's CPU per request at concurrency 64. A client
     that leaves has its inputs computed only if a batch takes them before the watch notices."""
     current = asyncio.current_task()
     assert current is not None
