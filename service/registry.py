@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -178,11 +179,9 @@ class ServedModels:
         only if no model of the task could take it now. Once the body names its model, that model's
         queue decides."""
         default = self.default(kind)
-        served = self._models.get(default)
-        if served is not None and served.queue.refusal() is None:
-            return  # the common case, on every request
         refusals: list[tuple[ServiceError, InputQueue | None]] = []
-        for name in sorted(self.choices(kind), key=lambda n: n != default):
+        # The default first; the task's other models, in their order, only if it refuses.
+        for name in itertools.chain((default,), (n for n in self.choices(kind) if n != default)):
             try:
                 queue = self._models[name].queue if name in self._models else self.ready(name).queue
             except ServiceError as exc:

@@ -343,8 +343,8 @@ def int8_graph(
             nodes.append(node)
             continue
         checked(node)
-        found = input_range(node.input[0], producers, weights, input_ranges)
         if node.op_type == "LSTM":
+            found = input_range(node.input[0], producers, weights, input_ranges)
             chain = (node.name in chained, node.name in chained.values())
             built, form = fused_lstm(node, weights, found, wanted, chain), "fused"
         else:
@@ -353,7 +353,7 @@ def int8_graph(
                 raise ValueError(
                     f"{node.name}: its input's number of steps is not fixed, so it cannot be unrolled"
                 )
-            quantization = HIDDEN if found is None else Quantization.spanning(*found)
+            quantization = input_quantization(node.input[0], producers, weights, input_ranges)
             built, form = unroll(node, weights, steps, quantization), "unrolled"
         nodes += built.nodes
         graph.initializer.extend(built.initializers)

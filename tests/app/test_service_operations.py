@@ -18,10 +18,8 @@ from starlette.types import Message, Scope
 
 from service.app import create_app
 from service.config import Settings
-from service.errors import ClientDisconnected
 from service.logs import JsonFormatter, configure_logging
 from service.repository import model_names
-from service.routes.common import unless_disconnected
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
@@ -270,29 +268,3 @@ async def test_a_client_that_leaves_has_its_queued_input_skipped_and_counted(
         assert staying.status_code == 200
         assert registry.get_sample_value("rnnserve_cancelled_inputs_total", {"model": "digit_lstm"}) == 1
         assert registry.get_sample_value("rnnserve_batch_size_sum", {"model": "digit_lstm"}) == 1
-
-
-async def test_a_request_answered_at_once_never_watches_for_its_client_and_a_slow_one_does() -> None:
-    """The watch for a client that leaves starts only once the answer has taken `after_s`: a quick
-    answer reads nothing more from the client; a slow one notices the client leave and is cancelled."""
-    reads = 0
-    gone = asyncio.Event()
-
-    async def receive() -> Message:
-        nonlocal reads
-        reads += 1
-        await gone.wait()
-        return {"type": "http.disconnect"}
-
-    assert await unless_disconnected(receive, asyncio.sleep(0, "answer"), after_s=60) == "answer"
-    await asyncio.sleep(0.05)
-    assert reads == 0
-
-    work = asyncio.ensure_future(asyncio.sleep(3600))
-    waiting = asyncio.ensure_future(unless_disconnected(receive, work, after_s=0.01))
-    await asyncio.sleep(0.1)
-    assert reads == 1 and not waiting.done()  # watching, the client still there
-    gone.set()
-    with pytest.raises(ClientDisconnected):
-        await asyncio.wait_for(waiting, 10)
-    assert work.cancelled()
