@@ -1,8 +1,8 @@
 """The forecaster's evaluation protocols, run on an exported model through ONNX Runtime.
 
     python -m training.evaluate_forecast --model-dir models --version 2 [--baselines]
-    python -m training.evaluate_forecast --real [--set validation|employment|held-out] [--version N]
-        [--baselines [NAME ...]] [--candidates] [--sample K] [--out reports/real.json]
+    python -m training.evaluate_forecast --real [--set validation|employment|held-out|held-out-2]
+        [--version N] [--baselines [NAME ...]] [--candidates] [--sample K] [--out reports/real.json]
 
 `--real` runs the real-series protocol instead (`training.evaluate_real`): the served model and
 statsforecast's baselines on real series that ship inside statsmodels, pmdarima and vega_datasets

@@ -12,7 +12,7 @@ Every batch is drawn afresh from `training.series_data.real_like_batch` (generat
 real ones do, and the sine family). The loss (`loss_of`) is the Gaussian negative log-likelihood of the
 std on the sine family's rows, and the squared log spread factor on the other rows. Real series never
 reach training: the exported model is scored on the
-real-data protocol's three sets (`training.real_series`) with the season given and
+real-data protocol's four sets (`training.real_series`) with the season given and
 detected, and on the sine family's protocol v2, and those scores go into its metadata.
 """
 

@@ -1,5 +1,5 @@
 """The real-series protocol (training.real_series, training.evaluate_real) on a small sample: the fixed
-catalogue and its two sets, the windows, and the report's numbers, the served model's recomputed from
+catalogue and its sets, the windows, and the report's numbers, the served model's recomputed from
 an ONNX Runtime session of its own."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from training.real_series import (
     EMPLOYMENT,
     FREQUENCIES,
     HELD_OUT,
+    HELD_OUT_2,
     MAX_HISTORY,
     SETS,
     VALIDATION,
@@ -49,12 +50,15 @@ def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[s
 
 
 def test_the_sets_split_the_catalogue_into_different_series() -> None:
-    sets = (set(VALIDATION), set(EMPLOYMENT), set(HELD_OUT))
+    sets = (set(VALIDATION), set(EMPLOYMENT), set(HELD_OUT), set(HELD_OUT_2))
     assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1 :])
     assert set.union(*sets) == set(CATALOGUE)
-    assert sum(map(len, sets)) == len(VALIDATION) + len(EMPLOYMENT) + len(HELD_OUT)
-    # Series of one phenomenon lie in one set.
+    assert sum(map(len, sets)) == len(VALIDATION) + len(EMPLOYMENT) + len(HELD_OUT) + len(HELD_OUT_2)
+    # Series of one phenomenon lie in one set, or in the held-out sets only.
     assert {"sunspots.monthly", "sunspots.yearly"} <= set(HELD_OUT)
+    assert "msft.close" in VALIDATION and not any(name.startswith("stocks.MSFT") for name in CATALOGUE)
+    copper = {name for name in CATALOGUE if name.startswith("copper.")}
+    assert copper <= set(HELD_OUT) | set(HELD_OUT_2)
 
 
 def test_every_window_holds_out_its_groups_horizon_after_at_most_1024_values() -> None:
