@@ -106,14 +106,6 @@ def _heartrate() -> np.ndarray:
     return values[: len(values) - repeats]
 
 
-def _employment(column: str) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        frame = _package("vega_datasets").local_data.us_employment()
-        return frame[column].to_numpy(dtype=np.float64)
-
-    return load
-
-
 def _vega(dataset: str, column: str, **where: str) -> Callable[[], np.ndarray]:
     """Column `column` of vega_datasets' local data set `dataset`, only the rows where each `where` column
     holds its value."""
@@ -211,7 +203,9 @@ CATALOGUE: dict[str, RealSeries] = {
             "heartrate", "other", "pmdarima load_heartrate (every 0.5 s), held end dropped", _heartrate
         ),
         *[
-            RealSeries(f"us_employment.{c}", "monthly", f"vega_datasets us-employment {c}", _employment(c))
+            RealSeries(
+                f"us_employment.{c}", "monthly", f"vega_datasets us-employment {c}", _vega("us_employment", c)
+            )
             for c in EMPLOYMENT_COLUMNS
         ],
         *[
@@ -348,7 +342,7 @@ def window(
 def windows(
     set_name: str, sample: int | None = None, origins: int = 1, horizon_scale: int = 1
 ) -> list[Window]:
-    """The windows of set `set_name` ("validation" or "held-out"), in catalogue order; with `sample`,
+    """The windows of set `set_name` (a name in SETS), in catalogue order; with `sample`,
     only that many series, spread over the set's frequency groups (one of each group in turn). With
     `origins` k > 1, each series also gives the windows that end 1 … k-1 group horizons before its end
     (rolling origins); with `horizon_scale`, each window holds out that many group horizons (at most
