@@ -60,19 +60,25 @@ def ort_session(path: Path, device: str = "cpu", threads: int | None = None) -> 
 
 
 def runs_per_second(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> float:
+    return timed_runs(session, feeds, seconds)[0]
+
+
+def timed_runs(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> tuple[float, float]:
+    """Runs per second of `session` on `feeds` for about `seconds`, and this process's CPU seconds per
+    run (every thread's: ONNX Runtime's threads sleep rather than spin, so this is the work itself)."""
     for _ in range(3):
         session.run(None, feeds)
-    runs, started = 0, time.perf_counter()
+    runs, started, cpu = 0, time.perf_counter(), time.process_time()
     while (elapsed := time.perf_counter() - started) < seconds:
         session.run(None, feeds)
         runs += 1
-    return runs / elapsed
+    return runs / elapsed, (time.process_time() - cpu) / runs
 
 
 def ort_alone(seconds: float = 1.0, device: str = "cpu", int8: bool = True) -> list[dict[str, Any]]:
     """Inputs per second of ONNX Runtime itself, in this process, at a few batch sizes: digit_lstm's
     newest float graph (and, with `int8`, its int8 variant) and the default forecaster's. Each row:
-    model, precision, batch, inputs_per_s and the provider that ran it."""
+    model, precision, batch, inputs_per_s, cpu_us_per_input and the provider that ran it."""
     rng, rows = np.random.default_rng(0), []
     graphs = precision_graphs(newest_version("digit_lstm"))
     for precision, path in graphs.items():
@@ -81,23 +87,29 @@ def ort_alone(seconds: float = 1.0, device: str = "cpu", int8: bool = True) -> l
         session = ort_session(path, device)
         for batch in ORT_BATCHES:
             pixels = rng.integers(0, 256, size=(batch, 28, 28)).astype(np.float32)
-            rate = runs_per_second(session, {"pixels": pixels}, seconds)
-            rows.append(ort_row("digit_lstm", precision, batch, rate, session))
+            rate, cpu = timed_runs(session, {"pixels": pixels}, seconds)
+            rows.append(ort_row("digit_lstm", precision, batch, rate, cpu, session))
     forecaster = ort_session(newest_model(FORECASTER), device)
     for batch in ORT_FORECAST_BATCHES:
         series = rng.normal(size=(batch, 256)).astype(np.float32)
         known = {"series": series, "mask": np.ones_like(series), "season": np.zeros((batch, 1), np.float32)}
         feeds = {i.name: known[i.name] for i in forecaster.get_inputs()}
-        rate = runs_per_second(forecaster, feeds, seconds)
-        rows.append(ort_row(FORECASTER, "fp32", batch, rate, forecaster))
+        rate, cpu = timed_runs(forecaster, feeds, seconds)
+        rows.append(ort_row(FORECASTER, "fp32", batch, rate, cpu, forecaster))
     return rows
 
 
-def ort_row(model: str, precision: str, batch: int, runs_per_s: float, session: Any) -> dict[str, Any]:
-    """One row of `ort_alone`: inputs per second, and the provider that ran them."""
-    provider = session.get_providers()[0]
+def ort_row(
+    model: str, precision: str, batch: int, runs_per_s: float, cpu_s_per_run: float, session: Any
+) -> dict[str, Any]:
+    """One row of `ort_alone`: inputs per second, CPU µs per input, and the provider that ran them."""
     return dict(
-        model=model, precision=precision, batch=batch, inputs_per_s=runs_per_s * batch, provider=provider
+        model=model,
+        precision=precision,
+        batch=batch,
+        inputs_per_s=runs_per_s * batch,
+        cpu_us_per_input=1e6 * cpu_s_per_run / batch,
+        provider=session.get_providers()[0],
     )
 
 

@@ -18,6 +18,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELLS = "Cells: median over repeats (errors summed, RSS the largest)"
 ORT_ALONE = "ONNX Runtime alone, in the bench process"
+RATIOS = "Ratios (the default rnnserve unless named)"
 DIGIT_MODELS = ("digit_lstm", "digit_gru", "digit_rnn")
 
 pytestmark = pytest.mark.slow
@@ -96,7 +97,7 @@ def test_the_gpu_mode_runs_on_the_cpu_as_a_dry_run(tmp_path: Path) -> None:
     ort = table(report, ORT_ALONE)
     assert {row["model"] for row in ort} == {"digit_lstm", "series_gru"}
     assert {row["provider"] for row in ort} == {"CPUExecutionProvider"}
-    positive(ort, "inputs/s")
+    positive(ort, "inputs/s", "CPU µs/input")
     for server, backend in ((onnx, "onnx"), (torchscript, "torchscript")):
         models = served(data, server)
         assert {m["device"] for m in models.values()} == {"cpu"}
@@ -121,6 +122,10 @@ def test_rest_beside_v2_and_int8_beside_float(tmp_path: Path) -> None:
         ("ONNX Runtime alone", "256"),
     ]  # fmt: skip
     positive(int8, "float images/s", "int8 images/s", "int8 ÷ float")
+    goal = next(row for row in table(report, RATIOS) if row["ratio"].startswith("64-images c=64 images/s"))
+    many_images = next(row for row in int8 if row["measured"] == "rnnserve, 64-images")
+    assert goal["goal"] == "≥ 2" and goal["met"] in ("yes", "no")
+    assert number(goal["measured"]) == pytest.approx(number(many_images["int8 ÷ float"]), abs=0.011)
     assert "## 1 vs N workers" not in report  # not measured in this run
     int8_models = served(data, "rnnserve, RNNSERVE_PRECISION=int8")
     fp32_models = served(data, "rnnserve, RNNSERVE_PRECISION=fp32")
