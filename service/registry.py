@@ -152,8 +152,6 @@ class ServedModels:
         """The model a request of `kind`'s task gets when it names none: the configured default, or
         while that is unloaded the next model of the task that is not."""
         choices = self.choices(kind)
-        if not self._unloaded:  # every request asks: the common case first
-            return choices[0]
         return next((name for name in choices if name not in self._unloaded), choices[0])
 
     def for_task(self, kind: type[Model], name: str | None) -> Model:
