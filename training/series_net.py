@@ -1,4 +1,4 @@
-"""Forecaster v5 (`series_gru`): classical forecasts weighed by a backtest on the history's own end, and a
+"""Forecaster v6 (`series_gru`): classical forecasts weighed by a backtest on the history's own end, and a
 GRU that reads the series and sets how wide its bands are.
 
 Inside the graph, for each row of a batch:
@@ -14,7 +14,9 @@ Inside the graph, for each row of a batch:
    `training.harmonics`) forecast the future from the window, and the b values after each of `ORIGINS`
    earlier origins b apart from the values before them (b = the season, at least 8 and at most 48
    steps).
-4. Weights: the `TOP` candidates with the smallest backtest MAE, in proportion to MAE^-`SHARPNESS`.
+4. Weights: the `TOP` candidates with the smallest backtest MAE, in proportion to MAE^-`SHARPNESS`;
+   the harmonic one competes only where the context holds `MIN_CYCLES` (about two) of its sinusoid's cycles
+   (from v6).
 5. Spread: the weighted forecast's backtest errors, pooled as e²/step and grown as √step, widened by
    `WIDTH` (fitted on the real validation series), then scaled per step by the GRU's factor.
 
@@ -48,6 +50,12 @@ SPREAD_BOUND = 2.5
 WIDTH = 2.25
 MIN_BACKTEST = 8
 MAX_BACKTEST = 48
+MIN_CYCLES = 1.75
+"""The harmonic candidate is weighed only where the context holds this many of its cycles (from v6): two,
+less what the frequency's estimate can miss on a history of two cycles (on noisy sines of two periods of
+12 to 50 steps, half the estimates fall short of 2.0, the lowest 1 % by 0.02 to 0.12 of a cycle)."""
+UNFIT = 1.0e6
+"""The backtest MAE given to a candidate that may not compete (in units of the mean absolute step)."""
 NAMES = (*classical.CANDIDATES, "harmonic")
 
 
@@ -90,6 +98,8 @@ class BacktestGRU(nn.Module):
         self.width = WIDTH
         self.min_backtest = MIN_BACKTEST
         self.max_backtest = MAX_BACKTEST
+        self.min_cycles = MIN_CYCLES
+        self.unfit = UNFIT
         self.max_season = classical.MAX_PERIOD
         self.candidates = len(NAMES)
         self.candidate_paths = classical.Classical(window, max_horizon)
@@ -223,6 +233,13 @@ class BacktestGRU(nn.Module):
         errors = (past - truth[:, :, None, :]) * counted[:, :, None, :]
         recent = counted[: self.weight_origins].sum(dim=(0, 2))[:, None].clamp_min(1.0)  # (B, 1)
         mae = errors[: self.weight_origins].abs().sum(dim=(0, 3)) / recent  # (B, C)
+        # The harmonic competes only where the context holds `min_cycles` of its sinusoid. The coarse peak
+        # has two cycles at least, but its refinement can settle lower, on part of a wave laid over one
+        # bend of a trend (a recession and its recovery); the frequency was found on the whole context,
+        # so its backtest has seen the values it is scored on and looks better than it will forecast.
+        few_cycles = line.observed * frequency.to(z.dtype) < self.min_cycles  # (B, 1)
+        is_harmonic = torch.arange(self.candidates, device=z.device)[None, :] == self.candidates - 1
+        mae = torch.where(few_cycles & is_harmonic, torch.full_like(mae, self.unfit), mae)
         # Ties (SES with α = 1 is the naive forecast) go to the earlier candidate, in every runtime alike:
         # the heads read the weights, so ONNX Runtime and torch must pick the same ones.
         order = torch.arange(self.candidates, dtype=z.dtype, device=z.device)[None, :]
@@ -262,6 +279,7 @@ def parameters_described() -> dict[str, object]:
         "sharpness": SHARPNESS,
         "width": WIDTH,
         "backtest_steps": f"the season, clamped to [{MIN_BACKTEST}, {MAX_BACKTEST}]",
+        "harmonic_min_cycles": MIN_CYCLES,
         "smoothing_grid": {
             "ses_alpha": list(classical.SES_ALPHAS),
             "holt_alpha": list(classical.HOLT_ALPHAS),

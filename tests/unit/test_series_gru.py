@@ -1,4 +1,4 @@
-"""The committed forecaster v3 (`series_gru`) keeps the service's promises, run by ONNX Runtime as served:
+"""The served forecaster (`series_gru`) keeps the service's promises, run by ONNX Runtime as served:
 batched equals alone, a·y + b gives a·ŷ + b, a constant gives that constant, left padding and a missing
 value are ignored, and the season hint reaches the graph. Its export matches the eager network."""
 
@@ -14,7 +14,9 @@ import torch
 from service.repository import newest_version
 from service.series import pad_left
 from training import series_data, series_train
+from training.evaluate_real import reference
 from training.export import onnx_session
+from training.real_series import CATALOGUE, window
 from training.series_net import BacktestGRU
 from training.series_train import NAME
 
@@ -110,9 +112,9 @@ def test_the_season_hint_reaches_the_graph(session) -> None:  # type: ignore[no-
     assert not np.allclose(mean[2], mean[0], atol=1e-3)
 
 
-def test_the_export_matches_the_eager_network() -> None:
-    metadata = json.loads((MODEL / "metadata.json").read_text())
-    config = metadata["config"]
+def eager_network() -> BacktestGRU:
+    """The served version's network in eager torch, as its metadata configures it."""
+    config = json.loads((MODEL / "metadata.json").read_text())["config"]
     network = BacktestGRU(
         patch_size=config["patch_size"],
         hidden_size=config["hidden_size"],
@@ -120,9 +122,39 @@ def test_the_export_matches_the_eager_network() -> None:
         context_length=config["context_length"],
         window=config["window"],
     )
+    network.load_state_dict(torch.jit.load(str(MODEL / "model.pt"), map_location="cpu").state_dict())
+    return network.eval()
+
+
+def test_the_harmonic_does_not_compete_with_well_under_two_of_its_cycles(session) -> None:  # type: ignore[no-untyped-def]
+    """US retail employment, the 66 months up to 2011 (the recession and the recovery): the
+    periodogram's peak settles on half a wave over that bend, whose backtest has seen its own test
+    values. Allowed to compete, it takes most of the weight and forecasts a second fall."""
+    held = window(CATALOGUE["us_employment.retail_trade"], origin=2)
+    values, mask = pad_left([held.history.astype(np.float32)], PATCH)
+    inputs = (torch.from_numpy(values), torch.from_numpy(mask), torch.tensor([[12.0]]))
+    network = eager_network()
+    with torch.no_grad():
+        weights = network.classical(*inputs)[0][0]
+        network.min_cycles = 0.0  # the rule off, as up to v5
+        unruled = network.classical(*inputs)[0][0]
+    assert weights[-1] == 0 and unruled[-1] > 0.5, (weights, unruled)
+    mean, _ = run(session, [held.history], [12.0])
+    scale, naive_mase = reference(held)
+    assert np.abs(mean[0, : held.horizon] - held.truth).mean() / scale < 1.5 * naive_mase
+
+
+def test_a_history_of_two_cycles_still_gets_the_sinusoid(session) -> None:  # type: ignore[no-untyped-def]
+    """Two periods of a wave, as the README sends it: the frequency's estimate may fall a little short
+    of two cycles, and the rule leaves room for that."""
+    wave = np.array([0, 0.4, 0.7, 0.9, 1, 0.9, 0.7, 0.4, 0, -0.4, -0.7, -0.9, -1, -0.9, -0.7, -0.4] * 3)
+    mean, std = run(session, [wave[:32]], [0.0])
+    assert np.abs(mean[0, :16] - wave[32:]).mean() < 0.05 and std[0, 0] < 0.1, (mean[0, :4], std[0, :4])
+
+
+def test_the_export_matches_the_eager_network() -> None:
+    network = eager_network()
     scripted = torch.jit.load(str(MODEL / "model.pt"), map_location="cpu")
-    network.load_state_dict(scripted.state_dict())
-    network.eval()
     draw = series_data.real_like_batch(np.random.default_rng(11), 8, 1024, 128)
     inputs = [torch.from_numpy(a) for a in (draw.history, draw.mask, draw.season)]
     with torch.no_grad():
@@ -139,9 +171,9 @@ def test_the_export_matches_the_eager_network() -> None:
 
 
 def test_every_version_of_the_same_weights_and_graph_settings_forecasts_alike() -> None:
-    """v2 is v1's learned weights in a faster graph of the same arithmetic: the same answers. (v4 and v5
-    have v3's weights in graphs of other settings: another candidate, other weights; the graph's settings
-    in the metadata tell them apart.)"""
+    """v2 is v1's learned weights in a faster graph of the same arithmetic: the same answers. (v4, v5 and
+    v6 have v3's weights in graphs of other settings: another candidate, other weights, the harmonic's
+    rule; the graph's settings in the metadata tell them apart.)"""
     draw = series_data.real_like_batch(np.random.default_rng(12), 16, 1024, 128)
     feeds = {"series": draw.history, "mask": draw.mask, "season": draw.season}
     answers: dict[tuple[str, str], list[list[np.ndarray]]] = {}
