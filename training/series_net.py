@@ -234,8 +234,8 @@ class BacktestGRU(nn.Module):
         recent = counted[: self.weight_origins].sum(dim=(0, 2))[:, None].clamp_min(1.0)  # (B, 1)
         mae = errors[: self.weight_origins].abs().sum(dim=(0, 3)) / recent  # (B, C)
         # The harmonic competes only where the context holds `min_cycles` of its sinusoid. The coarse peak
-        # has two cycles at least, but its refinement can settle lower, on part of a wave laid over one
-        # bend of a trend (a recession and its recovery); the frequency was found on the whole context,
+        # has two cycles at least, but its refinement can settle lower, on a single wave laid over the
+        # bends of a trend (a recession and its recovery); the frequency was found on the whole context,
         # so its backtest has seen the values it is scored on and looks better than it will forecast.
         few_cycles = line.observed * frequency.to(z.dtype) < self.min_cycles  # (B, 1)
         is_harmonic = torch.arange(self.candidates, device=z.device)[None, :] == self.candidates - 1

@@ -128,8 +128,8 @@ def eager_network() -> BacktestGRU:
 
 def test_the_harmonic_does_not_compete_with_well_under_two_of_its_cycles(session) -> None:  # type: ignore[no-untyped-def]
     """US retail employment, the 66 months up to 2011 (the recession and the recovery): the
-    periodogram's peak settles on half a wave over that bend, whose backtest has seen its own test
-    values. Allowed to compete, it takes most of the weight and forecasts a second fall."""
+    periodogram's peak settles on a single wave over the fall and the recovery, whose backtest has seen
+    its own test values. Allowed to compete, it takes most of the weight and forecasts a second fall."""
     held = window(CATALOGUE["us_employment.retail_trade"], origin=2)
     values, mask = pad_left([held.history.astype(np.float32)], PATCH)
     inputs = (torch.from_numpy(values), torch.from_numpy(mask), torch.tensor([[12.0]]))
