@@ -102,6 +102,7 @@ class BacktestGRU(nn.Module):
         self.unfit = UNFIT
         self.max_season = classical.MAX_PERIOD
         self.candidates = len(NAMES)
+        self.harmonic_index = NAMES.index("harmonic")
         self.candidate_paths = classical.Classical(window, max_horizon)
         self.season_detector = classical.SeasonDetector(window)
         self.register_buffer("frequency_grid", harmonics.frequency_grid(context_length, shortest_period))
@@ -238,7 +239,7 @@ class BacktestGRU(nn.Module):
         # bends of a trend (a recession and its recovery); the frequency was found on the whole context,
         # so its backtest has seen the values it is scored on and looks better than it will forecast.
         few_cycles = line.observed * frequency.to(z.dtype) < self.min_cycles  # (B, 1)
-        is_harmonic = torch.arange(self.candidates, device=z.device)[None, :] == self.candidates - 1
+        is_harmonic = torch.arange(self.candidates, device=z.device)[None, :] == self.harmonic_index
         mae = torch.where(few_cycles & is_harmonic, torch.full_like(mae, self.unfit), mae)
         # Ties (SES with α = 1 is the naive forecast) go to the earlier candidate, in every runtime alike:
         # the heads read the weights, so ONNX Runtime and torch must pick the same ones.
