@@ -150,7 +150,7 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
     log = logs / (re.sub(r"\W+", "-", server.name).strip("-") + ".log")
     argv = [arg.replace("{port}", str(server.port)) for arg in server.argv]
     try:
-        # A session (and process group) of its own, so that stop() can end exactly its processes.
+        # A process group of its own, so that stop() can end exactly its processes.
         _, server.process = start_server(
             argv,
             server.port,
@@ -159,7 +159,7 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
             append_log=True,
             ready_path=server.ready_path,
             timeout_s=timeout_s,
-            new_session=True,
+            own_group=True,
         )
     except ServerNotReady as exc:
         if exc.returncode is None:

@@ -101,24 +101,25 @@ def start_server(
     append_log: bool = False,
     ready_path: str = READY_PATH,
     timeout_s: float = 120.0,
-    new_session: bool = False,
+    own_group: bool = False,
     cwd: Path = REPO_ROOT,
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """Run `argv`, a server already told (by its arguments or `env`) to listen on 127.0.0.1:`port`, and
     wait until `ready_path` answers 200; its URL and process.
 
     Its output goes to `log_path` (appended to with `append_log`), else to this process's own stdout
-    and stderr. `new_session` puts it in a session and process group of its own, so that
-    `stop(process, process_group=True)` ends exactly its processes. Raises `ServerNotReady`."""
+    and stderr. `own_group` puts it in a process group of its own, so that
+    `stop(process, process_group=True)` ends exactly its processes. A group, not a session: on Linux
+    each session is scheduled as one unit (autogroup), so a server in a session of its own would get
+    only half the cores while a load generator in this session is busy. Raises `ServerNotReady`."""
     url = f"http://127.0.0.1:{port}"
     command = [str(arg) for arg in argv]
+    group = 0 if own_group else None  # 0: a new group, whose id is the process's
     if log_path is None:
-        process = subprocess.Popen(command, cwd=cwd, env=env, start_new_session=new_session)
+        process = subprocess.Popen(command, cwd=cwd, env=env, process_group=group)
     else:
         with log_path.open("ab" if append_log else "wb") as log:
-            process = subprocess.Popen(
-                command, cwd=cwd, env=env, stdout=log, stderr=log, start_new_session=new_session
-            )
+            process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=log, process_group=group)
     output = None if log_path is None else functools.partial(log_path.read_text, errors="replace")
     wait_until_ready(url, process, output, timeout_s, ready_path)
     return url, process

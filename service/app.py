@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from service.config import Settings
 from service.drain import Drain
 from service.errors import install_error_handlers
 from service.lifecycle.start import serving_models
+from service.logs import RequestLog
 from service.metrics import ServiceMetrics
 from service.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from service.routes import health, metrics, models
@@ -30,6 +32,7 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     settings = settings or Settings()
     drain = drain or Drain(settings.drain_s)
     service_metrics = ServiceMetrics(settings.multiprocess_dir)
+    request_log = RequestLog(logging.getLogger("service.middleware"))  # the logger's name it always had
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -39,6 +42,7 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
                 yield {"registry": registry, "repository": repository}
             finally:
                 del app.state.served_versions  # the app may outlive its models
+                request_log.flush()
 
     app = FastAPI(
         title="rnnserve",
@@ -59,7 +63,9 @@ def create_app(settings: Settings | None = None, drain: Drain | None = None) -> 
     app.add_middleware(DirectRoutes, routes=predictions)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     install_access_control(app, settings)
-    app.add_middleware(RequestContextMiddleware, metrics=service_metrics, drain=drain)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=service_metrics, drain=drain, request_log=request_log
+    )
     for routes in (models, health, metrics, v2, repository):
         app.include_router(routes.router)
     document(app, predictions, settings)

@@ -128,6 +128,7 @@ class Batcher(Generic[InputT, OutputT]):
         self._arrived = asyncio.Event()
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the event loop it was started in
         self._executor: ThreadPoolExecutor | None = None
         self._inputs_per_s: float | None = None  # how fast model calls drain the queue, smoothed
         self.on_change: Callable[[], None] | None = None
@@ -136,7 +137,9 @@ class Batcher(Generic[InputT, OutputT]):
     def start(self) -> None:
         """Start the batching loop; call from the running event loop."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{self.name}")
-        self._loop_task = asyncio.get_running_loop().create_task(self._serve(), name=f"batcher-{self.name}")
+        # Kept, not asked for on every request: on Python 3.11, asking makes a getpid() system call.
+        self._loop = asyncio.get_running_loop()
+        self._loop_task = self._loop.create_task(self._serve(), name=f"batcher-{self.name}")
 
     @property
     def queue_depth(self) -> int:
@@ -189,7 +192,7 @@ class Batcher(Generic[InputT, OutputT]):
         self.admit(len(inputs))
         if len(inputs) == 0:
             return []
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         now = time.monotonic()
         timeout_s = min(timeout_s or self.policy.queue_timeout_s, self.policy.queue_timeout_s)
         future: asyncio.Future[list[OutputT]] = loop.create_future()

@@ -1,9 +1,12 @@
-"""Structured logs: one JSON object (or one readable line) per record, with the request's id."""
+"""Structured logs: one JSON object (or one readable line) per record, with the request's id; and the
+request log, written in batches."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import time
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -71,7 +74,53 @@ def configure_logging(level: str, format: Literal["json", "text"]) -> None:
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    # Neither format shows the process or thread, and on Python 3.11 each record's process id would be
+    # a getpid() system call.
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+
+
+class RequestLog:
+    """The request log: one INFO record per request (`POST /forecast`, with its id, status and duration
+    in milliseconds), handed to the logging handlers in batches.
+
+    A request only notes its line; the event loop makes the records of the lines noted every
+    `interval_s`, or at once when `max_pending` wait, each dated when its request ended. Made one at a
+    time between requests, the record cost about 50 µs of CPU a request at concurrency 64 (15 % of the
+    service's CPU), far more than the same code costs in a tight loop; made in batches, it costs a few.
+    Call `flush` before the process ends: lines still pending are lost with it.
+    """
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 0.1, max_pending: int = 1024) -> None:
+        self.logger = logger
+        self.interval_s = interval_s
+        self.max_pending = max_pending
+        self._pending: list[tuple[float, str, str, str, int, float]] = []
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, method: str, path: str, request_id: str, status: int, seconds: float) -> None:
+        """Note a request that ended now; call it from the event loop."""
+        if not self.logger.isEnabledFor(logging.INFO):
+            return
+        self._pending.append((time.time(), method, path, request_id, status, seconds))
+        if len(self._pending) >= self.max_pending:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self.flush)
+
+    def flush(self) -> None:
+        """Log every line noted so far."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        pending, self._pending = self._pending, []
+        for ended, method, path, rid, status, seconds in pending:
+            extra = {"request_id": rid, "status": status, "duration_ms": round(seconds * 1000, 2)}
+            record = self.logger.makeRecord(
+                self.logger.name, logging.INFO, __file__, 0, "%s %s", (method, path), None, extra=extra
+            )
+            record.created, record.msecs = ended, int((ended - int(ended)) * 1000) + 0.0
+            self.logger.handle(record)

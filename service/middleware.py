@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import re
 import secrets
 import time
@@ -15,10 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.drain import Drain
 from service.errors import PayloadTooLarge
 from service.headers import header
-from service.logs import request_id
+from service.logs import RequestLog, request_id
 from service.metrics import ServiceMetrics
-
-logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -28,10 +25,11 @@ class RequestContextMiddleware:
     """Gives each request an id (the client's X-Request-ID when it is sane, else a new one), returns it
     as a header, makes it part of every log record, and logs and counts the request when it ends."""
 
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, drain: Drain) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServiceMetrics, drain: Drain, request_log: RequestLog) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain
+        self.request_log = request_log
         # New ids are this process's random prefix and a counter: unique, and cheaper than a uuid4.
         self._id_prefix = secrets.token_hex(8)
         self._counter = itertools.count(1)
@@ -68,11 +66,7 @@ class RequestContextMiddleware:
             method = scope["method"]
             self._count(path, method, str(status))
             self._time(path, method, elapsed)
-            if logger.isEnabledFor(logging.INFO):
-                logger.info(
-                    "%s %s", method, scope["path"],
-                    extra={"request_id": rid, "status": status, "duration_ms": round(elapsed * 1000, 2)},
-                )  # fmt: skip
+            self.request_log.add(method, scope["path"], rid, status, elapsed)
             request_id.reset(token)
 
     def _new_id(self) -> str:

@@ -43,14 +43,14 @@ pytestmark = pytest.mark.slow
 def service_group(
     models_dir: Path, log_path: Path, **settings: str
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """`python -m service` leading a session and process group of its own, so that a signal can reach
+    """`python -m service` leading a process group of its own, so that a signal can reach
     every process of the service and nothing else; its port and process, once every HTTP worker serves.
     Whatever is left of the group is killed on the way out."""
     port = free_port()
     environment = service_environment(port, {"model_dir": str(models_dir), "drain_s": "0"} | settings)
     try:
         _, process = start_server(
-            [sys.executable, "-m", "service"], port, env=environment, log_path=log_path, new_session=True
+            [sys.executable, "-m", "service"], port, env=environment, log_path=log_path, own_group=True
         )
     except ServerNotReady as exc:
         pytest.fail(str(exc), pytrace=False)
