@@ -57,10 +57,10 @@ logger = logging.getLogger(__name__)
 ENGINE_START_TIMEOUT_S = 300.0
 
 YOUNG_COLLECTION_EVERY = 7_000
-"""Objects made, less those freed, between two collections of the youngest ones in a serving process (Python's
-default: 700). A request allocates hundreds of short-lived objects, so at the default a collection
-ran every few requests, about 7 % of the event loop's CPU at concurrency 64; at 7,000 the service
-answered 1.07× the requests per second, with the same resident memory."""
+"""Objects made, less those freed, between two collections of the youngest ones in a serving process
+(Python's default: 700). A request makes hundreds of short-lived objects, so at the default a
+collection ran every few requests, about 7 % of the event loop's time at concurrency 64; at 7,000 the
+service answered 1.07× the requests per second, with the same resident memory."""
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
