@@ -138,7 +138,8 @@ def test_the_harmonic_does_not_compete_with_well_under_two_of_its_cycles(session
         weights = network.classical(*inputs)[0][0]
         network.min_cycles = 0.0  # the rule off, as up to v5
         unruled = network.classical(*inputs)[0][0]
-    assert weights[-1] == 0 and unruled[-1] > 0.5, (weights, unruled)
+    harmonic = network.harmonic_index
+    assert weights[harmonic] == 0 and unruled[harmonic] > 0.5, (weights, unruled)
     mean, _ = run(session, [held.history], [12.0])
     scale, naive_mase = reference(held)
     assert np.abs(mean[0, : held.horizon] - held.truth).mean() / scale < 1.5 * naive_mase
