@@ -142,6 +142,12 @@ class ControlFolder:
             "role": ack.role, "generation": ack.generation, "problems": ack.problems,
         })  # fmt: skip
 
+    def join(self, role: Role) -> None:
+        """Say, as a process starts and before it reads the plan, that it serves none of it yet
+        (generation 0): a change made while it loads its models waits for it to catch up, rather than
+        answer while it would still serve the old version."""
+        self.acknowledge(Ack(os.getpid(), role, 0, {}))
+
     def forget(self, pid: int) -> None:
         (self.acks / f"{pid}.json").unlink(missing_ok=True)
 

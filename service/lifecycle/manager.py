@@ -94,10 +94,15 @@ class Follower:
         self.applying = asyncio.Lock()
         self._tasks: set[asyncio.Future[object]] = set()
 
-    def start(self, follow: bool = True) -> None:
-        self.acknowledge({})
-        if follow:
-            self.background(self._follow())
+    async def start(self) -> None:
+        """Serve the plan as it is now, which may have moved on while this process loaded its models,
+        then acknowledge it and follow each change."""
+        plan = self.folder.read()
+        if plan.generation > self.applied:
+            await self.apply(plan)
+        else:
+            self.acknowledge({})
+        self.background(self._follow())
 
     def background(self, work: Awaitable[object]) -> None:
         task = asyncio.ensure_future(work)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -44,6 +45,8 @@ async def serving_models(
     looks for new versions once, and RNNSERVE_MODEL_POLL_S keeps looking."""
     with contextlib.ExitStack() as scratch:
         folder = control_folder(settings, scratch)
+        folder.join("front" if settings.engine_address else "models")
+        scratch.callback(folder.forget, os.getpid())
         plan = folder.read()
         registry: Registry
         follower: Follower
@@ -52,7 +55,7 @@ async def serving_models(
             fronts = await RemoteRegistry.open(settings, metrics, plan_versions(plan))
             registry, follower = fronts, FrontFollower(fronts, folder, plan.generation)
             repository = EngineRepository(fronts.client)
-            follower.start()
+            await follower.start()
             on_sighup = None  # the model engine looks, once the server passes SIGHUP on to it
         else:
             models = await ModelRegistry.open(settings, metrics, plan_versions(plan))
@@ -60,7 +63,7 @@ async def serving_models(
                 settings, models, folder, plan.generation, metrics, waits_for="models"
             )
             registry, follower, repository = models, lifecycle, lifecycle
-            lifecycle.start()
+            await lifecycle.start()
             lifecycle.start_polling()
 
             def on_sighup() -> None:
