@@ -84,10 +84,31 @@ def _model(info: HasContext, task: type[Task]) -> Task:
     return model
 
 
+def byte_pixels(value: Any, side: int) -> np.ndarray | None:
+    """The common JSON image, side rows of side whole numbers 0–255 (or side² of them), as uint8 read
+    at C speed (`bytes` of a list: a third of numpy's time for nested lists); None for anything else."""
+    if not isinstance(value, list):
+        return None
+    try:
+        if len(value) == side and all(type(row) is list and len(row) == side for row in value):
+            data = b"".join(map(bytes, value))
+        elif len(value) == side * side:
+            data = bytes(value)  # any entry not a whole number 0–255 raises
+        else:
+            return None
+    except (TypeError, ValueError):
+        return None
+    return np.frombuffer(data, dtype=np.uint8)
+
+
 def pixels(value: Any, info: HasContext) -> np.ndarray:
     """One image as float32 (side, side) from a JSON list of rows of numbers, or of side² numbers."""
-    array = number_array(value)
     model = _model(info, DigitClassifier)
+    common = byte_pixels(value, model.side)
+    if common is not None and model.pixels_problem(common) is None:
+        return common.reshape(model.side, model.side).astype(np.float32)
+    # Any other value, or one with a problem (booleans among them), is read and judged in full.
+    array = number_array(value)
     problem = model.pixels_problem(array)
     if problem:
         raise invalid(problem)

@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SWAP_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+_process = [os.getpid()]
+os.register_at_fork(after_in_child=lambda: _process.__setitem__(0, os.getpid()))
+
+
+def process_id() -> int:
+    """`os.getpid()` without its system call: kept, and renewed in a forked child."""
+    return _process[0]
+
+
+if values.ValueClass is not values.MutexValue:
+    # PROMETHEUS_MULTIPROC_DIR was set when prometheus_client was imported: each value lives in a file of
+    # this process's own. prometheus_client asks for the process id on every update, to notice a fork;
+    # at c=64 those system calls were 4 % of a worker's event loop. No metric exists yet to hold the old
+    # class (they are all made by ServiceMetrics, below).
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_id)
 
 
 @dataclass(frozen=True)

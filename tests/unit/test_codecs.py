@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from pydantic_core import PydanticCustomError
 from season_model import SEASONAL_MODEL, season_repository
 
+from service import fields
 from service.codecs import (
     JsonBody,
     digit_items_from_json,
@@ -20,6 +22,7 @@ from service.codecs import (
 )
 from service.config import Settings
 from service.errors import InvalidInput
+from service.fields import ModelRules, byte_pixels, pixels
 from service.loading import locate_for
 from service.schemas import DigitRequest, ForecastRequest, parse_body
 from service.tasks.digits import DigitClassifier
@@ -199,6 +202,62 @@ def test_a_bad_body_gets_the_contracts_errors(
     with pytest.raises(InvalidInput) as contract:
         parse_body(schema, body, model)
     assert (fast.value.message, fast.value.errors) == (contract.value.message, contract.value.errors)
+
+
+FLAT = [v for row in ROWS for v in row]
+RAGGED = [ROWS[0][:27], ROWS[1] + [5], *ROWS[2:]]  # 784 numbers in all, but not 28 rows of 28
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        ROWS,
+        FLAT,
+        [[float(v) for v in row] for row in ROWS],
+        [[v + 0.5 for v in row] for row in ROWS],
+        [[True, *row[1:]] for row in ROWS],  # booleans among numbers: numpy reads them as 0 and 1
+        [[bool(v % 2) for v in row] for row in ROWS],
+        [[v + 1 for v in row] for row in ROWS],  # 256 in it
+        [[-v for v in row] for row in ROWS],
+        [[0] * 28 for _ in ROWS],
+        [[255 - v for v in row] for row in ROWS],  # dark on light
+        RAGGED,
+        [*ROWS[:27], [*ROWS[27][:27], [1]]],
+        [*FLAT[:783], [1]],
+        FLAT[:783],
+        [[None if c == 3 else v for c, v in enumerate(row)] for row in ROWS],
+        [*ROWS[:27], "a"],
+        [],
+    ],
+)
+def test_common_pixels_are_read_as_the_general_path_reads_them(
+    value: Any, classifier: DigitClassifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole numbers 0–255 are read as bytes; every value gets the answer, or the error, that numpy's
+    general reading gives it."""
+
+    def read(value: Any) -> Any:
+        try:
+            return pixels(value, ModelRules(classifier))
+        except PydanticCustomError as exc:
+            return str(exc)
+
+    common = read(value)
+    monkeypatch.setattr(fields, "byte_pixels", lambda value, side: None)
+    general = read(value)
+    if isinstance(general, str):
+        assert common == general
+    else:
+        assert common.dtype == general.dtype == np.float32 and common.shape == (28, 28)
+        np.testing.assert_array_equal(common, general)
+
+
+def test_whole_numbers_take_the_common_path() -> None:
+    for value in (ROWS, FLAT):
+        read = byte_pixels(value, 28)
+        assert read is not None and read.dtype == np.uint8
+        np.testing.assert_array_equal(read, FLAT)
+    assert byte_pixels(RAGGED, 28) is None and byte_pixels([[0.5] * 28] * 28, 28) is None
 
 
 def test_octets_are_row_major_uint8_images(classifier: DigitClassifier) -> None:
