@@ -25,6 +25,7 @@ from process_stats import process_tree, process_tree_cpu, process_tree_rss, read
 from prometheus_client.parser import text_string_to_metric_families
 
 IDLE_CPU_LIMIT_PERCENT = 2.0  # above it, a server runs only during its own cells
+SETTLE_S = 2.0  # after such a server is stopped, before the next one's cells
 
 
 @dataclass
@@ -183,14 +184,17 @@ def start_all(server_list: list[Server], logs: Path) -> list[Server]:
 
 
 def measure_all(args: argparse.Namespace, live: list[Server], forms: dict[str, Form]) -> list[Cell]:
-    """For each repeat, each server in turn runs all its cells."""
+    """For each repeat, each server in turn runs all its cells; each repeat starts one server further
+    on, so that the first repeat's start-up and a stopped server's exit do not always fall on the cells
+    of the same server."""
     cells = []
     with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
         bodies = {name: Path(scratch) / name for name in forms}
         for name, form in forms.items():
             bodies[name].write_bytes(form.body)
         for repeat in range(args.repeats):
-            for server in live:
+            first = repeat % len(live) if live else 0
+            for server in live[first:] + live[:first]:
                 starts_left = 2  # its start, if it is stopped, and one restart after it died or hung
                 for name, concurrency in server.cells():
                     if not server.running() and starts_left:
@@ -209,6 +213,7 @@ def measure_all(args: argparse.Namespace, live: list[Server], forms: dict[str, F
                     print(f"[{where}] {server.name}: {rate} req/s, {cell.errors} errors", file=sys.stderr)
                 if server.on_demand:
                     stop(server)
+                    time.sleep(SETTLE_S)
     return cells
 
 
