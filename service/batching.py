@@ -25,17 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Generic, NamedTuple, TypeVar
+from typing import Generic, TypeVar
 
+from service.admission import QueueState, count_refusal, refusal
 from service.config import BatchSettings
-from service.errors import (
-    InferenceFailed,
-    ModelNotReady,
-    Overloaded,
-    QueueTimeout,
-    ServiceError,
-    ShuttingDown,
-)
+from service.errors import InferenceFailed, QueueTimeout, ServiceError, ShuttingDown
 from service.metrics import BatcherMetrics
 
 logger = logging.getLogger(__name__)
@@ -59,44 +53,6 @@ class QueuedRequest(Generic[InputT, OutputT]):
     @property
     def waiting(self) -> int:
         return len(self.inputs) - self.taken
-
-
-class QueueState(NamedTuple):
-    """A model's queue, as admission needs it. (A tuple: read on every request, built in no time.)"""
-
-    depth: int
-    """Inputs waiting for a model call."""
-    capacity: int
-    """The most inputs that may wait (`max_queue_size`)."""
-    serving: bool
-    """False once the batcher is closing: the service shuts down."""
-    problem: str | None
-    """Why the model takes no inputs although it serves (its model calls kept failing); None: healthy."""
-    retry_after_s: int
-    """When a refused client may try again."""
-
-
-def refusal(model: str, state: QueueState, count: int = 1) -> ServiceError | None:
-    """Why `count` more inputs for `model` would be refused now, or None if they fit: the one wording,
-    for a local batcher and for a model engine's queue seen from a worker."""
-    if not state.serving:
-        return ShuttingDown(f"the service is shutting down: model {model} takes no new inputs")
-    if state.problem is not None:
-        return ModelNotReady(f"model {model} is not ready: {state.problem}")
-    if state.depth + count > state.capacity:
-        return Overloaded(
-            f"model {model} has {state.depth} inputs waiting (the limit is {state.capacity}): retry "
-            f"after {state.retry_after_s} s",
-            retry_after_s=state.retry_after_s,
-        )
-    return None
-
-
-def count_refusal(metrics: BatcherMetrics, error: ServiceError, count: int) -> None:
-    if isinstance(error, ShuttingDown):
-        metrics.rejected_shutdown.inc(count)
-    elif isinstance(error, Overloaded):
-        metrics.rejected_overloaded.inc(count)
 
 
 # A slice of one request that goes into a model call: (request, first input, end).
@@ -131,6 +87,10 @@ class Batcher(Generic[InputT, OutputT]):
         self._loop: asyncio.AbstractEventLoop | None = None  # the event loop it was started in
         self._executor: ThreadPoolExecutor | None = None
         self._inputs_per_s: float | None = None  # how fast model calls drain the queue, smoothed
+        # One timer for the whole queue, at the earliest deadline of a request still waiting: a timer per
+        # request would be made and cancelled on every request, and most are answered long before.
+        self._expiry: asyncio.TimerHandle | None = None
+        self._expiry_at = math.inf
         self.on_change: Callable[[], None] | None = None
         """Called after each change of `state()`: depth, problem, closing."""
 
@@ -202,16 +162,37 @@ class Batcher(Generic[InputT, OutputT]):
         self._changed()
         self._arrived.set()
         # The deadline is kept to the moment, not only when the loop reaches the request.
-        timer = loop.call_at(loop.time() + timeout_s, self._expire, request)
-        future.add_done_callback(lambda _: timer.cancel())
+        if request.deadline < self._expiry_at:
+            self._expire_at(request.deadline)
         # Cancelling the caller cancels the future, which the loop then skips.
         return await future
 
-    def _expire(self, request: QueuedRequest[InputT, OutputT]) -> None:
+    def _expire_at(self, deadline: float) -> None:
+        """Look for requests past their deadline at `deadline` (a time.monotonic() time)."""
+        loop = self._loop or asyncio.get_running_loop()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry_at = deadline
+        self._expiry = loop.call_at(loop.time() + deadline - time.monotonic(), self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Fail each request past its deadline with all its inputs still queued; then wait for the
+        earliest deadline left."""
+        self._expiry, self._expiry_at = None, math.inf
+        now, earliest = time.monotonic(), math.inf
+        for request in list(self._queue):
+            if request.taken or request.future.done():
+                continue
+            if request.deadline <= now:
+                self._expire(request, now)
+            else:
+                earliest = min(earliest, request.deadline)
+        if earliest < math.inf:
+            self._expire_at(earliest)
+
+    def _expire(self, request: QueuedRequest[InputT, OutputT], now: float) -> None:
         """A request whose inputs are all still queued at its deadline fails with 504, uncomputed."""
-        if request.taken or request.future.done():
-            return
-        waited = time.monotonic() - request.queued_at
+        waited = now - request.queued_at
         self.metrics.rejected_timeout.inc(request.waiting)
         self._depth -= request.waiting
         self._changed()
@@ -230,6 +211,8 @@ class Batcher(Generic[InputT, OutputT]):
         self._closing = True
         self._changed()
         self._arrived.set()
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self._probe_task is not None:
             self._probe_task.cancel()
         if self._loop_task is not None:

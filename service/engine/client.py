@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from service.batching import count_refusal, refusal
+from service.admission import count_refusal, refusal
 from service.config import Settings
 from service.engine.channel import Channel
 from service.engine.protocol import (
@@ -93,7 +93,7 @@ class RemoteAdmission:
     """Admission for a model whose queue is in the engine, from the queue-state board.
 
     Each `refusal` reads the engine's queue state from the board (about 2 µs) and judges it by
-    `service.batching.refusal`, so a worker refuses as the engine's batcher would, before the
+    `service.admission.refusal`, so a worker refuses as the engine's batcher would, before the
     request's body is read: the same errors and wording and the engine's Retry-After. The board is
     behind the engine by at most the inputs in transit to it (see `service.engine.queue_state`); what
     is admitted beyond the limit, the engine's queue refuses.

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from service.batching import Batcher, QueueState
+from service.admission import QueueState
+from service.batching import Batcher
 
 VERSION = 1
 NAME_BYTES = 256  # a model's name is a folder's name: at most 255 bytes on Linux

@@ -213,6 +213,32 @@ async def test_an_input_past_its_deadline_gets_queue_timeout_without_a_model_cal
     assert h.metric("rnnserve_rejected_inputs_total", reason="timeout") == 1
 
 
+async def test_inputs_waiting_behind_a_model_call_fail_at_their_deadlines_while_it_runs(
+    harness_factory: Callable[..., Harness],
+) -> None:
+    """The deadlines are kept to the moment, earliest first, whatever the order the requests came in,
+    even while the model call that holds them up has not returned."""
+    model = RecordingModel(hold_first_call=True)
+    h = harness_factory(model, max_batch_size=4, queue_timeout_s=30.0)
+    running = h.submit(1)
+    assert await asyncio.to_thread(model.started.wait, 60)
+    patient = asyncio.ensure_future(h.batcher.submit_many([2]))  # the queue's 30 s
+    late = asyncio.ensure_future(h.batcher.submit_many([3], timeout_s=1.0))
+    early = asyncio.ensure_future(h.batcher.submit_many([4], timeout_s=0.1))
+    await h.until_queued(3)
+    done, _ = await asyncio.wait([early], timeout=10)
+    assert done and not late.done() and not patient.done()
+    with pytest.raises(QueueTimeout):
+        await early
+    with pytest.raises(QueueTimeout):
+        await asyncio.wait_for(late, 10)
+    assert not running.done() and not patient.done() and h.batcher.queue_depth == 1
+    assert h.metric("rnnserve_rejected_inputs_total", reason="timeout") == 2
+    model.release.set()
+    assert await running == [2] and await patient == [4]
+    assert model.batches == [[1], [2]]
+
+
 async def test_close_finishes_the_running_call_and_fails_the_waiting_inputs(
     harness_factory: Callable[..., Harness],
 ) -> None:

@@ -11,7 +11,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from service.batching import Batcher, QueueState
+from service.admission import QueueState
+from service.batching import Batcher
 from service.config import BatchSettings, Settings
 from service.engine.client import RemoteAdmission, refusal_metrics
 from service.engine.protocol import (
