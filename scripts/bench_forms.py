@@ -19,6 +19,7 @@ REST_VS_V2 = {  # each V2 form -> the REST form that sends the same images in th
     "v2-binary-64": "64-images",
     "tritonclient": "octet-stream",
 }
+MANY_FORMS = ("64-images", "64-images-json", "v2-binary-64")  # 64 images a request
 INT8_FORMS = ("json-pixels", "octet-stream", "64-images")
 WORKER_FORMS = ("json-pixels", "64-images", "forecast")
 GPU_FORMS = ("json-pixels", "64-images", "forecast")

@@ -69,7 +69,7 @@ def ratios(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Serve
     ours = get(DEFAULT)
     cpu = div(get(DEFAULT, name="cpu_us"), get(FLOOR, name="cpu_us"))
     p50 = div(get(DEFAULT, concurrency=1, name="p50_ms"), get(ONE_CALL, concurrency=1, name="p50_ms"))
-    images = [v for c in (8, 64) if (v := get(DEFAULT, "64-images", c, "inputs_per_s")) is not None]
+    images = [rate for c, rate in answered_all(at, DEFAULT, "64-images").items() if c in (8, 64)]
     digits = (r for r in ort if r["model"] == "digit_lstm" and r["precision"] == "fp32")
     ort64 = next((r["inputs_per_s"] for r in digits if r["batch"] == 64), None)
     forecast = div(get(DEFAULT, "forecast"), get(BATCH_1, "forecast"))
@@ -89,13 +89,13 @@ def ratios(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Serve
         ),
         Ratio("json-pixels c=1 p50 ÷ one ORT call per request's", p50, "<= 1.15"),
         Ratio(
-            "64-images images/s (best of c=8, 64) ÷ ORT alone's at batch 64",
+            "64-images images/s (best of c=8, 64 with no refusals) ÷ ORT alone's at batch 64",
             div(max(images, default=None), ort64),
             ">= 0.5",
         ),
         Ratio(
-            "64-images c=64 images/s, RNNSERVE_PRECISION=int8 ÷ fp32",
-            div(get(INT8, "64-images", name="inputs_per_s"), get(FP32, "64-images", name="inputs_per_s")),
+            "64-images images/s, RNNSERVE_PRECISION=int8 ÷ fp32, at the highest c that neither refused",
+            int8_over_float(at),
             ">= 2",
         ),
         Ratio("forecast c=64 req/s ÷ max_batch_size 1's", forecast, ">= 2"),
@@ -116,6 +116,25 @@ def ratios(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Serve
         ),
         Ratio("granian ÷ uvicorn, 1 worker each (json-pixels c=64)", div(get(GRANIAN), get(ONE_WORKER)), ""),
     ]
+
+
+def answered_all(at: dict[tuple[str, str, int], Cell], server: str, form: str) -> dict[int, float]:
+    """Inputs/s of the cells of `server` and `form` that answered every request, by concurrency: where
+    requests are refused (429: at c=64, 64-image requests overflow the queue), a cell counts what got
+    through, not how fast the server runs."""
+    return {
+        c: cell.inputs_per_s
+        for (name, shape, c), cell in at.items()
+        if (name, shape) == (server, form) and not cell.errors and cell.inputs_per_s
+    }
+
+
+def int8_over_float(at: dict[tuple[str, str, int], Cell]) -> float | None:
+    """The int8 server's 64-images images/s over the fp32 one's, at the highest concurrency where both
+    answered every request."""
+    int8, fp32 = answered_all(at, INT8, "64-images"), answered_all(at, FP32, "64-images")
+    both = sorted(int8.keys() & fp32.keys())
+    return int8[both[-1]] / fp32[both[-1]] if both else None
 
 
 def cpu_beyond_floor_and_model(

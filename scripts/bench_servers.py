@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import local_server
-from bench_forms import DIGIT_FORMS, GPU_FORMS, INT8_FORMS, REST_VS_V2, V2_FORMS, WORKER_FORMS
+from bench_forms import DIGIT_FORMS, GPU_FORMS, INT8_FORMS, MANY_FORMS, REST_VS_V2, V2_FORMS, WORKER_FORMS
 from local_server import ServerNotReady, free_port, http_get, service_environment, start_server
 
 BENCH = Path(__file__).resolve().parent / "bench.py"  # its hidden `--serve KIND` runs a baseline
@@ -22,6 +22,10 @@ DEFAULT, BATCH_1, GRANIAN = "rnnserve", "rnnserve, max_batch_size 1", "rnnserve 
 WORKERS_ENGINE, WORKERS_INLINE = "rnnserve, 2 workers, shared engine", "rnnserve, 2 workers, independent"
 ONE_WORKER = "rnnserve, 1 worker"
 INT8, FP32 = "rnnserve, RNNSERVE_PRECISION=int8", "rnnserve, RNNSERVE_PRECISION=fp32"
+WITHIN_QUEUE = 8
+"""A concurrency at which 64-image requests fit the queue (512 images in flight, of 1,024 a worker): the
+forms of 64 images a request are measured there too, whatever the run's levels, so that their ratios
+compare speeds rather than how many requests each server refused (at c=64, most get 429)."""
 FLOOR, ONE_CALL, LITSERVE = "HTTP floor (empty FastAPI)", "one ORT call per request", "LitServe"
 
 
@@ -68,14 +72,17 @@ def servers(levels: tuple[int, ...]) -> list[Server]:
     bench = [python, str(BENCH), "--port", "{port}", "--serve"]
     granian = [python, "-m", "granian", "--interface", "asgi", "--factory", "--host", "127.0.0.1"]
     granian += ["--port", "{port}", "--workers", "1", "--log-level", "warning", "service.app:create_app"]
-    every = dict.fromkeys((*DIGIT_FORMS, *V2_FORMS, "forecast"), levels)
-    int8_forms = dict.fromkeys(INT8_FORMS, levels)
+    every, int8_forms = (
+        at_levels((*DIGIT_FORMS, *V2_FORMS, "forecast"), levels),
+        at_levels(INT8_FORMS, levels),
+    )
     usual, pixels = {"json-pixels": levels, "forecast": levels}, {"json-pixels": levels}
+    many = at_levels(("64-images",), levels)
     two_workers = {"RNNSERVE_WORKERS": "2"}
     found = [
         Server(DEFAULT, service, {}, every),
-        Server(BATCH_1, service, {"RNNSERVE_MAX_BATCH_SIZE": "1"}, usual | {"64-images": levels}),
-        Server(ONE_WORKER, service, {"RNNSERVE_WORKERS": "1"}, usual | {"64-images": levels}),
+        Server(BATCH_1, service, {"RNNSERVE_MAX_BATCH_SIZE": "1"}, usual | many),
+        Server(ONE_WORKER, service, {"RNNSERVE_WORKERS": "1"}, usual | many),
         Server(INT8, service, {"RNNSERVE_PRECISION": "int8"}, int8_forms),
         Server(FP32, service, {"RNNSERVE_PRECISION": "fp32"}, int8_forms),
         Server(WORKERS_ENGINE, service, two_workers | {"RNNSERVE_ENGINE": "process"}, usual, min_processes=2),
@@ -86,6 +93,12 @@ def servers(levels: tuple[int, ...]) -> list[Server]:
         Server(LITSERVE, [*bench, "litserve"], {}, pixels, "/health", metrics=False, requires="litserve"),
     ]
     return installed(found)
+
+
+def at_levels(forms: tuple[str, ...], levels: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """Each of `forms` at `levels`, and those of many images a request at WITHIN_QUEUE too."""
+    within = tuple(sorted({*levels, WITHIN_QUEUE}))
+    return {form: within if form in MANY_FORMS else levels for form in forms}
 
 
 def gpu_servers(levels: tuple[int, ...], device: str) -> list[Server]:

@@ -144,11 +144,16 @@ def start_service(
     log_path: Path | None = None,
     inherit: bool = False,
     timeout_s: float = 120.0,
+    scratch: Path | None = None,
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """`python -m service` on `port` (0: a free one) with the given settings (see `service_environment`);
-    its URL and process once /health/ready answers 200. Raises `ServerNotReady`."""
+    its URL and process once /health/ready answers 200. With `scratch`, its temporary files go there
+    (TMPDIR), not to the system's: what a server killed by SIGKILL leaves goes with that folder.
+    Raises `ServerNotReady`."""
     port = port or free_port()
     environment = service_environment(port, settings, inherit=inherit)
+    if scratch is not None:
+        environment["TMPDIR"] = str(scratch)
     argv = [sys.executable, "-m", "service"]
     return start_server(argv, port, env=environment, log_path=log_path, timeout_s=timeout_s)
 

@@ -32,11 +32,15 @@ def wait_until_ready(
 
 def start_service(models_dir: Path, log_path: Path, **settings: str) -> tuple[str, subprocess.Popen[bytes]]:
     """`python -m service` on a free port with the committed models and the given RNNSERVE_* settings
-    (by lower-case name), its output in `log_path`; its URL and process, once ready."""
+    (by lower-case name), its output in `log_path`; its URL and process, once ready. Its temporary files
+    go to a folder beside the log (TMPDIR), so that what a server killed by SIGKILL leaves there goes
+    with the test's own folder."""
     # No drain unless a test asks for one: it would only make each stop take longer.
     chosen = {"model_dir": str(models_dir), "drain_s": "0"} | settings
+    scratch = log_path.with_name(f"{log_path.stem}.tmp")
+    scratch.mkdir(exist_ok=True)
     try:
-        return local_server.start_service(chosen, log_path=log_path)
+        return local_server.start_service(chosen, log_path=log_path, scratch=scratch)
     except ServerNotReady as exc:
         pytest.fail(str(exc), pytrace=False)
 
