@@ -1,10 +1,10 @@
 """Running the service: one process, or several HTTP workers with their models inline or in a model
 engine.
 
-The listening socket is bound first, before any model loads, so that an address in use stops the
-service at once with a message that names it (exit 1).
+The port is bound first, before any model loads, so that an address in use stops the service at once
+with a message that names it (exit 1); `service.sockets` says how the workers share it.
 - One worker, models inline: uvicorn serves the app in this process.
-- `RNNSERVE_WORKERS=N`: uvicorn's process manager runs N workers on that one socket.
+- `RNNSERVE_WORKERS=N`: uvicorn's process manager runs N workers on that port.
   - `RNNSERVE_ENGINE=inline`: each worker loads the models and batches its own requests.
   - `RNNSERVE_ENGINE=process`: this process first starts the model engine (`service.engine`), and the
     workers send it their inputs, so batches form across all workers. The engine outlives the
@@ -19,7 +19,6 @@ With several processes, every process writes its metrics into one scratch folder
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import gc
 import logging
@@ -27,7 +26,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -39,6 +37,7 @@ import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
+from service import sockets
 from service.app import create_app
 from service.config import Settings
 from service.drain import Drain
@@ -81,13 +80,13 @@ def serve(settings: Settings) -> None:
     gpu = settings.device != "cpu" and gpu_available(settings) if asked else None
     mode = settings.engine_mode(bool(gpu))
     settings = settings.model_copy(update={"workers": settings.worker_count(), "gpu": gpu})
-    listening = listening_socket(settings)
+    listening = sockets.listening(settings, settings.workers)
     if settings.workers == 1 and mode == "inline":
         config = uvicorn.Config(
             functools.partial(serving_app, settings), factory=True, **server_options(settings)
         )
         with contextlib.suppress(KeyboardInterrupt):  # SIGINT: uvicorn raises it again once it has stopped
-            uvicorn.Server(config).run(sockets=[listening])
+            uvicorn.Server(config).run(sockets=listening.for_workers)
         return
     with tempfile.TemporaryDirectory(prefix="rnnserve-") as scratch:
         metrics_dir = Path(scratch) / "metrics"
@@ -113,7 +112,7 @@ def serve(settings: Settings) -> None:
             functools.partial(serving_app, settings), factory=True, workers=settings.workers,
             **server_options(settings),
         )  # fmt: skip
-        workers = Workers(config, sockets=[listening], engine=engine)
+        workers = Workers(config, listening, engine=engine)
         stopped = threading.Event()
         if engine is not None:
             threading.Thread(target=stop_if_engine_dies, args=(engine, stopped), daemon=True).start()
@@ -127,41 +126,17 @@ def serve(settings: Settings) -> None:
             sys.exit(1)
 
 
-def listening_socket(settings: Settings) -> socket.socket:
-    """The socket that every HTTP worker accepts on, bound (not yet listening) to RNNSERVE_HOST and
-    RNNSERVE_PORT; exits with a message that names them when they cannot be bound."""
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    listening = socket.socket(family, socket.SOCK_STREAM)
-    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        listening.bind((settings.host, settings.port))
-    except OSError as exc:
-        listening.close()
-        if exc.errno == errno.EADDRINUSE:
-            sys.exit(
-                f"port {settings.port} on {settings.host} is already in use: stop what uses it or set "
-                "RNNSERVE_PORT (RNNSERVE_HOST) to another"
-            )
-        sys.exit(
-            f"cannot listen on port {settings.port} on {settings.host}: {exc.strerror or exc}; set "
-            "RNNSERVE_HOST to an address of this machine and RNNSERVE_PORT to a port it may use"
-        )
-    listening.set_inheritable(True)  # the HTTP workers accept on it too
-    host, port = listening.getsockname()[:2]
-    logger.info("listening on http://%s:%d", f"[{host}]" if family == socket.AF_INET6 else host, port)
-    return listening
-
-
 class Workers(Multiprocess):
-    """uvicorn's process manager, which also lets go of the listening socket when it stops: once the
-    workers have drained and closed their copies, new connections are refused, not left unanswered in
-    a backlog that nobody accepts from. SIGHUP looks for new model versions, in the processes that run
-    the models, rather than restart the workers."""
+    """uvicorn's process manager, which also lets go of the port when it stops: once the workers have
+    drained and closed their sockets, new connections are refused, not left unanswered in a backlog that
+    nobody accepts from. SIGHUP looks for new model versions, in the processes that run the models,
+    rather than restart the workers."""
 
     def __init__(
-        self, config: uvicorn.Config, sockets: list[socket.socket], engine: BaseProcess | None = None
+        self, config: uvicorn.Config, listening: sockets.Listening, engine: BaseProcess | None = None
     ) -> None:
-        super().__init__(config, sockets=sockets)
+        super().__init__(config, sockets=listening.for_workers)
+        self.listening = listening
         self.engine = engine
 
     def handle_hup(self) -> None:
@@ -172,8 +147,7 @@ class Workers(Multiprocess):
                 os.kill(process.pid, signal.SIGHUP)
 
     def terminate_all(self) -> None:
-        for listening in self.sockets:
-            listening.close()
+        self.listening.close()
         super().terminate_all()
 
 

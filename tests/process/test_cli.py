@@ -72,8 +72,15 @@ def test_an_unknown_argument_exits_2_with_one_line_that_points_to_help() -> None
     [{"workers": "1"}, {"workers": "2", "engine": "inline"}, {"workers": "2", "engine": "process"}],
     ids=["1 process", "2 workers, models inline", "2 workers, model engine"],
 )
-def test_a_port_in_use_is_named_with_the_settings_that_change_it(settings: dict[str, str]) -> None:
+@pytest.mark.parametrize("shareable", [False, True], ids=["plain", "SO_REUSEPORT"])
+def test_a_port_in_use_is_named_with_the_settings_that_change_it(
+    settings: dict[str, str], shareable: bool
+) -> None:
+    # Held by a socket with SO_REUSEPORT (as another service's workers hold theirs), the port is in use
+    # too: the workers' own sockets use that option, but never to share a port with another service.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        if shareable:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]

@@ -4,8 +4,12 @@ all of them (`RNNSERVE_ENGINE=process`), and with models in each worker (`inline
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
+import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -147,6 +151,65 @@ async def test_the_answers_name_the_precision_the_models_run_in(
         assert models[name]["precision"] == expected[name], models[name]
         assert {p["precision"] for p in predictions} == {expected[name]}
     assert models["series_gru"]["precision"] == forecast.json()["precision"] == "fp32"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process under `pid`: its children, theirs, and so on."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [c for child in map(int, children) for c in (child, *descendants(child))]
+
+
+def sockets_on(port: int, states: set[str]) -> set[str]:
+    """The inodes of this machine's TCP sockets whose local port is `port`, in one of `states` (Linux's
+    codes in /proc/net/tcp: 01 established, 0A listening)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] in states:
+                found.add(fields[9])
+    return found
+
+
+def held_by(pids: list[int], inodes: set[str]) -> dict[int, set[str]]:
+    """Which of `inodes` each process of `pids` holds open."""
+    held: dict[int, set[str]] = {}
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    held.setdefault(pid, set()).add(link[8:-1])
+    return held
+
+
+def test_each_worker_accepts_on_its_own_socket_and_new_connections_spread_over_them(service: Service) -> None:
+    port = int(service.url.rsplit(":", 1)[1])
+    workers = descendants(service.process.pid)
+    deadline = time.monotonic() + 60  # the service is ready once one worker is: the other may still load
+    while len(listening := held_by(workers, sockets_on(port, {"0A"}))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(listening) == 2, listening  # the two HTTP workers, not the model engine
+    assert all(len(inodes) == 1 for inodes in listening.values()), listening
+    assert len(set.union(*listening.values())) == 2, listening  # a socket each, not one shared
+    # 32 connections opened at once, as a client's pool opens them, then a request on each. On one shared
+    # socket, the worker that woke first took most of such a burst; with a socket each, the kernel
+    # spreads them (each worker gets fewer than 4 of 32 once in 400,000 runs).
+    connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(32)]
+    try:
+        for connection in connections:
+            connection.connect()
+        for connection in connections:
+            connection.request("GET", "/health/live")
+            response = connection.getresponse()
+            response.read()
+            assert response.status == 200
+        held = held_by(workers, sockets_on(port, {"01"}))
+    finally:
+        for connection in connections:
+            connection.close()
+    counts = sorted(len(inodes) for inodes in held.values())
+    assert sum(counts) == 32 and len(counts) == 2 and counts[0] >= 4, held
 
 
 def test_sigterm_answers_every_request_in_flight_then_exits_cleanly(
