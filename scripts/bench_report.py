@@ -28,6 +28,7 @@ from bench_servers import (
     LITSERVE,
     ONE_CALL,
     ONE_WORKER,
+    WITHIN_QUEUE,
     WORKERS_ENGINE,
     WORKERS_INLINE,
     Server,
@@ -69,7 +70,7 @@ def ratios(cells: list[Cell], ort: list[dict[str, Any]], server_list: list[Serve
     ours = get(DEFAULT)
     cpu = div(get(DEFAULT, name="cpu_us"), get(FLOOR, name="cpu_us"))
     p50 = div(get(DEFAULT, concurrency=1, name="p50_ms"), get(ONE_CALL, concurrency=1, name="p50_ms"))
-    images = [rate for c, rate in answered_all(at, DEFAULT, "64-images").items() if c in (8, 64)]
+    images = [rate for c, rate in answered_all(at, DEFAULT, "64-images").items() if c in (WITHIN_QUEUE, 64)]
     digits = (r for r in ort if r["model"] == "digit_lstm" and r["precision"] == "fp32")
     ort64 = next((r["inputs_per_s"] for r in digits if r["batch"] == 64), None)
     forecast = div(get(DEFAULT, "forecast"), get(BATCH_1, "forecast"))

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from process_stats import process_tree
 from prometheus_client.parser import text_string_to_metric_families
 from serving import REPO_ROOT, start_service
 
@@ -153,12 +154,6 @@ async def test_the_answers_name_the_precision_the_models_run_in(
     assert models["series_gru"]["precision"] == forecast.json()["precision"] == "fp32"
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process under `pid`: its children, theirs, and so on."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [c for child in map(int, children) for c in (child, *descendants(child))]
-
-
 def sockets_on(port: int, states: set[str]) -> set[str]:
     """The inodes of this machine's TCP sockets whose local port is `port`, in one of `states` (Linux's
     codes in /proc/net/tcp: 01 established, 0A listening)."""
@@ -175,8 +170,9 @@ def held_by(pids: list[int], inodes: set[str]) -> dict[int, set[str]]:
     """Which of `inodes` each process of `pids` holds open."""
     held: dict[int, set[str]] = {}
     for pid in pids:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(FileNotFoundError):
+        descriptors = Path(f"/proc/{pid}/fd")
+        for fd in descriptors.iterdir() if descriptors.exists() else ():
+            with contextlib.suppress(FileNotFoundError):  # closed meanwhile
                 link = os.readlink(fd)
                 if link.startswith("socket:[") and link[8:-1] in inodes:
                     held.setdefault(pid, set()).add(link[8:-1])
@@ -185,11 +181,11 @@ def held_by(pids: list[int], inodes: set[str]) -> dict[int, set[str]]:
 
 def test_each_worker_accepts_on_its_own_socket_and_new_connections_spread_over_them(service: Service) -> None:
     port = int(service.url.rsplit(":", 1)[1])
-    workers = descendants(service.process.pid)
+    tree = process_tree(service.process.pid)  # the server, its workers and the model engine
     deadline = time.monotonic() + 60  # the service is ready once one worker is: the other may still load
-    while len(listening := held_by(workers, sockets_on(port, {"0A"}))) < 2 and time.monotonic() < deadline:
+    while len(listening := held_by(tree, sockets_on(port, {"0A"}))) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(listening) == 2, listening  # the two HTTP workers, not the model engine
+    assert len(listening) == 2, listening  # the two HTTP workers: not the server's guard, nor the engine
     assert all(len(inodes) == 1 for inodes in listening.values()), listening
     assert len(set.union(*listening.values())) == 2, listening  # a socket each, not one shared
     # 32 connections opened at once, as a client's pool opens them, then a request on each. On one shared
@@ -204,7 +200,7 @@ def test_each_worker_accepts_on_its_own_socket_and_new_connections_spread_over_t
             response = connection.getresponse()
             response.read()
             assert response.status == 200
-        held = held_by(workers, sockets_on(port, {"01"}))
+        held = held_by(tree, sockets_on(port, {"01"}))
     finally:
         for connection in connections:
             connection.close()
