@@ -48,7 +48,7 @@ from bench_baselines import BASELINE_KINDS, ort_alone, serve
 from bench_forms import make_forms
 from bench_load import measure_all, medians, start_all
 from bench_report import gpu_tables, header, ratios, tables, write_report
-from bench_servers import PARTS, Server, gpu_servers, select, servers, stop
+from bench_servers import PARTS, Server, default_threads, gpu_servers, select, servers, stop
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY, QUICK_CONCURRENCY = (1, 8, 64, 256), (1, 64)
@@ -111,8 +111,9 @@ def main() -> None:
     count = sum(len(s.cells()) for s in server_list if not s.error) * args.repeats
     minutes = count * (args.duration + args.warmup + 0.5) / 60
     print(f"{count} cells: about {minutes:.1f} minutes; timing ONNX Runtime alone first", file=sys.stderr)
+    threads = () if args.gpu else (default_threads(),)
     try:
-        ort = ort_alone(min(1.0, args.duration), args.device if args.gpu else "cpu", int8=not args.gpu)
+        ort = ort_alone(min(1.0, args.duration), args.device if args.gpu else "cpu", not args.gpu, threads)
     except RuntimeError as exc:  # no CUDA provider for a GPU run
         sys.exit(str(exc))
     (args.out / "logs").mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ per request, LitServe)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -75,38 +76,56 @@ def timed_runs(session: Any, feeds: dict[str, np.ndarray], seconds: float) -> tu
     return runs / elapsed, (time.process_time() - cpu) / runs
 
 
-def ort_alone(seconds: float = 1.0, device: str = "cpu", int8: bool = True) -> list[dict[str, Any]]:
+def ort_alone(
+    seconds: float = 1.0, device: str = "cpu", int8: bool = True, threads: tuple[int, ...] = ()
+) -> list[dict[str, Any]]:
     """Inputs per second of ONNX Runtime itself, in this process, at a few batch sizes: digit_lstm's
-    newest float graph (and, with `int8`, its int8 variant) and the default forecaster's. Each row:
-    model, precision, batch, inputs_per_s, cpu_us_per_input and the provider that ran it."""
-    rng, rows = np.random.default_rng(0), []
+    newest float graph (and, with `int8`, its int8 variant) and the default forecaster's, with ONNX
+    Runtime's default threads (one per core); digit_lstm also with each count of intra-op `threads`
+    (those of the service's model calls, where they differ). Each row: model, precision, batch, threads,
+    inputs_per_s, cpu_us_per_input and the provider that ran it."""
+    rng, rows, cores = np.random.default_rng(0), [], len(os.sched_getaffinity(0))
     graphs = precision_graphs(newest_version("digit_lstm"))
-    for precision, path in graphs.items():
-        if precision == "int8" and not int8:
-            continue
-        session = ort_session(path, device)
-        for batch in ORT_BATCHES:
-            pixels = rng.integers(0, 256, size=(batch, 28, 28)).astype(np.float32)
-            rate, cpu = timed_runs(session, {"pixels": pixels}, seconds)
-            rows.append(ort_row("digit_lstm", precision, batch, rate, cpu, session))
+    for count in dict.fromkeys((None, *(t for t in threads if t != cores))):
+        for precision, path in graphs.items():
+            if precision == "int8" and not int8:
+                continue
+            session = ort_session(path, device, count)
+            for batch in ORT_BATCHES:
+                pixels = rng.integers(0, 256, size=(batch, 28, 28)).astype(np.float32)
+                rate, cpu = timed_runs(session, {"pixels": pixels}, seconds)
+                rows.append(ort_row("digit_lstm", precision, batch, count or cores, rate, cpu, session))
     forecaster = ort_session(newest_model(FORECASTER), device)
     for batch in ORT_FORECAST_BATCHES:
         series = rng.normal(size=(batch, 256)).astype(np.float32)
         known = {"series": series, "mask": np.ones_like(series), "season": np.zeros((batch, 1), np.float32)}
         feeds = {i.name: known[i.name] for i in forecaster.get_inputs()}
         rate, cpu = timed_runs(forecaster, feeds, seconds)
-        rows.append(ort_row(FORECASTER, "fp32", batch, rate, cpu, forecaster))
+        rows.append(ort_row(FORECASTER, "fp32", batch, cores, rate, cpu, forecaster))
     return rows
 
 
+def one_per_core(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of `ort_alone` with ONNX Runtime's default threads (one per core)."""
+    most = max((row["threads"] for row in rows), default=0)
+    return [row for row in rows if row["threads"] == most]
+
+
 def ort_row(
-    model: str, precision: str, batch: int, runs_per_s: float, cpu_s_per_run: float, session: Any
+    model: str,
+    precision: str,
+    batch: int,
+    threads: int,
+    runs_per_s: float,
+    cpu_s_per_run: float,
+    session: Any,
 ) -> dict[str, Any]:
     """One row of `ort_alone`: inputs per second, CPU µs per input, and the provider that ran them."""
     return dict(
         model=model,
         precision=precision,
         batch=batch,
+        threads=threads,
         inputs_per_s=runs_per_s * batch,
         cpu_us_per_input=1e6 * cpu_s_per_run / batch,
         provider=session.get_providers()[0],

@@ -101,6 +101,14 @@ def at_levels(forms: tuple[str, ...], levels: tuple[int, ...]) -> dict[str, tupl
     return {form: within if form in MANY_FORMS else levels for form in forms}
 
 
+def default_threads() -> int:
+    """The intra-op threads of a model call in the default configuration on this CPU host: its workers
+    each run their own models and share the cores."""
+    from service.config import Settings
+
+    return Settings(workers=0, threads=0).worker_threads()
+
+
 def gpu_servers(levels: tuple[int, ...], device: str) -> list[Server]:
     """rnnserve in its default configuration on `device` (cuda; cpu for a dry run), on ONNX Runtime and on
     TorchScript, with the forms of GPU_FORMS at `levels`."""
@@ -126,6 +134,7 @@ PARTS: dict[str, dict[str, tuple[str, ...]]] = {
     "v2": {DEFAULT: (*dict.fromkeys(REST_VS_V2.values()), *V2_FORMS)},
     "int8": {INT8: INT8_FORMS, FP32: INT8_FORMS},
     "workers": dict.fromkeys((ONE_WORKER, DEFAULT, WORKERS_ENGINE, WORKERS_INLINE), WORKER_FORMS),
+    "overhead": dict.fromkeys((DEFAULT, FLOOR), ("json-pixels",)),
 }
 """What `--only PART` measures: the servers of one comparison, each with the forms it needs."""
 
@@ -148,7 +157,7 @@ def served_models(url: str) -> dict[str, dict[str, Any]]:
     status, text = http_get(url + "/models")
     if status != 200:
         return {}
-    keys = ("version", "backend", "device", "execution_provider", "precision", "precision_reason")
+    keys = ("version", "backend", "device", "execution_provider", "threads", "precision", "precision_reason")
     return {m["name"]: {k: m.get(k) for k in keys} for m in json.loads(text).get("models", [])}
 
 

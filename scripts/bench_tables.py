@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench_baselines import one_per_core
 from bench_forms import INT8_FORMS, REST_VS_V2, WORKER_FORMS
 from bench_load import Cell
 from bench_servers import DEFAULT, FP32, INT8, ONE_WORKER, WORKERS_ENGINE, WORKERS_INLINE, Server
@@ -86,7 +87,8 @@ def int8_vs_float(cells: list[Cell], ort: list[dict[str, Any]]) -> list[str]:
             rows.append(
                 [f"rnnserve, {form}", concurrency, *map(fmt, rates, (0, 0)), quotient(rates[1], rates[0])]
             )
-    alone = {(r["precision"], r["batch"]): r["inputs_per_s"] for r in ort if r["model"] == "digit_lstm"}
+    digits = (r for r in one_per_core(ort) if r["model"] == "digit_lstm")
+    alone = {(r["precision"], r["batch"]): r["inputs_per_s"] for r in digits}
     for batch in sorted({batch for precision, batch in alone if precision == "int8"}):
         fp32_rate, int8_rate = alone.get(("fp32", batch)), alone[("int8", batch)]
         rows.append(

@@ -265,6 +265,12 @@ class Settings(BaseSettings):
         """`threads` with 0 resolved to the cores this process may use, as ONNX Runtime resolves it."""
         return self.threads or len(os.sched_getaffinity(0))
 
+    def worker_threads(self) -> int:
+        """Threads per model call where each worker runs its own models: `threads`, or with 0 the usable
+        cores divided among the workers, so that their model calls share the cores rather than
+        oversubscribe them."""
+        return self.threads or max(1, len(os.sched_getaffinity(0)) // self.worker_count())
+
     def worker_count(self) -> int:
         """`workers` with 0 resolved to the number of usable cores (at most MAX_AUTO_WORKERS)."""
         return self.workers or max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS))

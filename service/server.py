@@ -98,9 +98,7 @@ def serve(settings: Settings) -> None:
         settings = settings.model_copy(update={"multiprocess_dir": metrics_dir, "control_dir": control})
         if mode == "inline" and settings.threads == 0:
             # Each worker runs its own models: share the cores between them rather than oversubscribe.
-            settings = settings.model_copy(
-                update={"threads": max(1, len(os.sched_getaffinity(0)) // settings.workers)}
-            )
+            settings = settings.model_copy(update={"threads": settings.worker_threads()})
         engine = None
         if mode == "process":
             address = f"ipc://{scratch}/engine"

@@ -157,6 +157,8 @@ class ModelInfo:
     backend: str | None = None
     execution_provider: str | None = None
     device: str | None = None
+    threads: int | None = None
+    """CPU threads one model call may use (RNNSERVE_THREADS; 0 there shares the cores among workers)."""
     batching: Batching | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -178,6 +180,7 @@ class ModelInfo:
             backend=text("backend"),
             execution_provider=text("execution_provider"),
             device=text("device"),
+            threads=None if data.get("threads") is None else int(data["threads"]),
             batching=Batching.from_json(batching) if isinstance(batching, dict) else None,
             metadata=dict(data.get("metadata") or {}),
         )

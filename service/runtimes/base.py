@@ -17,6 +17,8 @@ class Runtime(Protocol):
     """What actually runs the model, e.g. "CUDAExecutionProvider" or "CPUExecutionProvider"."""
     device: str
     """"cpu", or the GPU in use, e.g. "cuda:0"."""
+    threads: int
+    """CPU threads one model call may use (ONNX Runtime's intra-op threads, torch's threads)."""
     input_names: list[str]
     output_names: list[str]
 

@@ -30,6 +30,7 @@ class TorchScriptRuntime:
         self.device = str(self._device)
         if threads:
             torch.set_num_threads(threads)
+        self.threads = torch.get_num_threads()
         try:
             with warnings.catch_warnings():  # torch >= 2.9 calls TorchScript deprecated; it still loads
                 warnings.simplefilter("ignore", FutureWarning)

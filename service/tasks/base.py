@@ -219,6 +219,7 @@ class ServedModel(ABC, Generic[InputT, OutputT]):
             "backend": self.runtime.backend,
             "execution_provider": self.runtime.provider,
             "device": self.runtime.device,
+            "threads": self.runtime.threads,
             "batching": {
                 "max_batch_size": self.batching.max_batch_size,
                 "max_delay_ms": self.batching.max_delay_ms,

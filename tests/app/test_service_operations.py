@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,7 @@ async def test_models_says_what_runs_where(api_client: httpx.AsyncClient, models
         assert model["backend"] == "onnx"
         assert model["execution_provider"] == "CPUExecutionProvider"  # no GPU on the test machines
         assert model["device"] == "cpu"
+        assert model["threads"] == len(os.sched_getaffinity(0))  # RNNSERVE_THREADS=0: one per core
         assert model["batching"] == {
             "max_batch_size": 64,
             "max_delay_ms": 0.0,

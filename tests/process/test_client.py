@@ -259,6 +259,7 @@ def test_health_and_models(url: str) -> None:
         raw["models"][0]["precision_reason"],
     )
     assert (digit_model.precision, listing.model("digit_rnn").precision) == ("int8", "int8")
+    assert digit_model.threads == raw["models"][0]["threads"] and digit_model.threads >= 1
     assert digit_model.metadata["metrics"] == raw["models"][0]["metadata"]["metrics"]
     assert listing.model("sine_gru").task == "forecasting"
 
