@@ -6,7 +6,6 @@ per request, LitServe)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,9 @@ def ort_alone(
     Runtime's default threads (one per core); digit_lstm also with each count of intra-op `threads`
     (those of the service's model calls, where they differ). Each row: model, precision, batch, threads,
     inputs_per_s, cpu_us_per_input and the provider that ran it."""
-    rng, rows, cores = np.random.default_rng(0), [], len(os.sched_getaffinity(0))
+    from service.config import usable_cores
+
+    rng, rows, cores = np.random.default_rng(0), [], usable_cores()
     graphs = precision_graphs(newest_version("digit_lstm"))
     for count in dict.fromkeys((None, *(t for t in threads if t != cores))):
         for precision, path in graphs.items():

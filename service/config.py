@@ -18,6 +18,17 @@ MIB = 1024 * 1024
 MAX_AUTO_WORKERS = 4
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+def resolved_threads(threads: int) -> int:
+    """A count of model threads with 0 ("let the runtime decide") resolved to the usable cores, as ONNX
+    Runtime resolves it."""
+    return threads or usable_cores()
+
+
 def default_model_dir() -> Path:
     """The checkout's `models/` when the package runs from a source tree, else `./models`."""
     checkout = Path(__file__).resolve().parent.parent / "models"
@@ -263,17 +274,17 @@ class Settings(BaseSettings):
 
     def model_threads(self) -> int:
         """`threads` with 0 resolved to the cores this process may use, as ONNX Runtime resolves it."""
-        return self.threads or len(os.sched_getaffinity(0))
+        return resolved_threads(self.threads)
 
     def worker_threads(self) -> int:
         """Threads per model call where each worker runs its own models: `threads`, or with 0 the usable
         cores divided among the workers, so that their model calls share the cores rather than
         oversubscribe them."""
-        return self.threads or max(1, len(os.sched_getaffinity(0)) // self.worker_count())
+        return self.threads or max(1, usable_cores() // self.worker_count())
 
     def worker_count(self) -> int:
         """`workers` with 0 resolved to the number of usable cores (at most MAX_AUTO_WORKERS)."""
-        return self.workers or max(1, min(len(os.sched_getaffinity(0)), MAX_AUTO_WORKERS))
+        return self.workers or max(1, min(usable_cores(), MAX_AUTO_WORKERS))
 
     def batching_for(self, model: str) -> BatchSettings:
         """The batching settings for `model`: its overrides on top of the global ones."""

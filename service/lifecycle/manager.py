@@ -225,13 +225,20 @@ class ModelsLifecycle(Follower):
             except Exception:
                 logger.exception("the scan of the model repository failed")
 
-    async def load(self, name: str, version: str | None) -> dict[str, Any]:
+    async def load(self, name: str, version: str | None, seen: Plan | None = None) -> dict[str, Any]:
         """Serve version `version` of model `name` (None: the newest on disk), in every process; a
-        model not served before is added. Raises `NotFound`, or `InvalidInput` with why it failed."""
+        model not served before is added. With `seen`, the plan the caller decided on, nothing changes
+        if the model's entry has changed since: a scan that chose the newest version must not undo a
+        version pinned by a call (or loaded by another process's scan) while it waited for the lock.
+        Raises `NotFound`, or `InvalidInput` with why it failed."""
         started = time.monotonic()
         check_name(name)
         async with self.folder.locked():
             plan = await self._caught_up()
+            if seen is not None and plan.models.get(name) != seen.models.get(name):
+                served = self.registry.served_versions().get(name)
+                return {"name": name, "version": served or "", "state": "READY" if served else "UNAVAILABLE",
+                        "changed": False}  # fmt: skip
             try:
                 versions = [folder.name for folder in version_folders(self.settings.model_dir, name)]
             except ModelLoadError as exc:
@@ -333,8 +340,8 @@ class ModelsLifecycle(Follower):
                 await asyncio.to_thread(
                     locate, self.settings.model_dir, name, self.settings.backend, newest.name
                 )
-                await self.load(name, None)
-                changed.append(name)
+                if (await self.load(name, None, seen=plan))["changed"]:
+                    changed.append(name)
             except (ModelLoadError, InvalidInput, NotFound, ChangeIncomplete) as exc:
                 self._scanned[(name, newest.name)] = fingerprint(newest)
                 async with self.folder.locked():

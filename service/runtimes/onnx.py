@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
 
+from service.config import resolved_threads
 from service.repository import ModelArtifact, ModelLoadError
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class OnnxRuntime:
         except Exception as exc:  # onnxruntime raises its own exception types, all Exceptions
             raise ModelLoadError(f"{artifact.file}: ONNX Runtime cannot load it: {exc}") from exc
         self.provider = self.session.get_providers()[0]
-        self.threads = threads or len(os.sched_getaffinity(0))  # 0: ONNX Runtime takes one per core
+        self.threads = resolved_threads(threads)
         if CUDA in providers and self.provider != CUDA:
             message = (
                 f"{artifact.file}: the CUDA execution provider could not start (check the CUDA and cuDNN "

@@ -15,6 +15,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from service.config import Settings
+from service.lifecycle.manager import ModelsLifecycle
+from service.lifecycle.start import serving_models
+from service.metrics import ServiceMetrics
+
 if TYPE_CHECKING:
     from conftest import ServeApp
 
@@ -276,3 +281,20 @@ async def test_a_pinned_version_stays_when_the_poll_sees_a_newer_one(
         # A load that names no version unpins it: the newest, and the poll follows from then on.
         await client.post("/v2/repository/models/sine_gru/load", headers=ADMIN)
         assert await forecast_version(client) == "3"
+
+
+async def test_a_scan_leaves_a_version_pinned_while_it_waited_for_the_lock(repository: Path) -> None:
+    # The scan reads the plan, then waits for the folder's lock to load the newest version. A load call
+    # that pinned a version in between (seen in a container with two workers, the poll at 1 s) must stay.
+    async with serving_models(Settings(**settings(repository)), ServiceMetrics()) as (registry, lifecycle):
+        assert isinstance(lifecycle, ModelsLifecycle)
+        add_version(repository, "sine_gru", "2", "3")
+        seen = lifecycle.folder.read()  # what the scan decided on: version 2, not pinned; 3 is newer
+        await lifecycle.load("sine_gru", "1")
+        outcome = await lifecycle.load("sine_gru", None, seen=seen)  # the scan's load, once it has the lock
+        assert outcome == {"name": "sine_gru", "version": "1", "state": "READY", "changed": False}
+        assert registry.served_versions()["sine_gru"] == "1"
+        assert await lifecycle.scan() == []  # and a scan that reads the plan now leaves the pin as well
+        assert registry.served_versions()["sine_gru"] == "1"
+        # Decided on the plan as it is, the same load goes ahead: the newest version.
+        assert (await lifecycle.load("sine_gru", None, seen=lifecycle.folder.read()))["version"] == "3"
