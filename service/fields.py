@@ -9,6 +9,7 @@ validators with `ModelRules` in place of pydantic's context, so a value is judge
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
 from typing import Annotated, Any, Protocol, TypeVar
 
 import numpy as np
@@ -86,14 +87,15 @@ def _model(info: HasContext, task: type[Task]) -> Task:
 
 def byte_pixels(value: Any, side: int) -> np.ndarray | None:
     """The common JSON image, side rows of side whole numbers 0–255 (or side² of them), as uint8 read
-    at C speed (`bytes` of a list: a third of numpy's time for nested lists); None for anything else."""
+    at C speed (a `bytearray` of the chained rows: 9 µs for 28×28, where numpy takes 16); None for
+    anything else."""
     if not isinstance(value, list):
         return None
     try:
-        if len(value) == side and all(type(row) is list and len(row) == side for row in value):
-            data = b"".join(map(bytes, value))
+        if len(value) == side and set(map(type, value)) == {list} and set(map(len, value)) == {side}:
+            data = bytearray(chain.from_iterable(value))
         elif len(value) == side * side:
-            data = bytes(value)  # any entry not a whole number 0–255 raises
+            data = bytearray(value)  # any entry not a whole number 0–255 raises
         else:
             return None
     except (TypeError, ValueError):

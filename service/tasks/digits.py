@@ -101,8 +101,9 @@ class DigitClassifier(ServedModel[np.ndarray, Scores]):
             return f"must be {side} rows of {side} numbers, or {side * side} numbers; got {got}"
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             return "must hold finite numbers: found NaN or infinity"
-        border = float(np.add.reduce(array.ravel().take(self._border))) / len(self._border)
-        return value_problem(float(array.min()), float(array.max()), border)
+        flat = array.ravel()
+        border = float(np.add.reduce(flat.take(self._border))) / len(self._border)
+        return value_problem(float(np.minimum.reduce(flat)), float(np.maximum.reduce(flat)), border)
 
     def image_problems(self, images: np.ndarray, field: str) -> list[Problem]:
         """Every image of an (n, side, side) batch that cannot be read as a digit, named `field`[row]."""
