@@ -78,6 +78,13 @@ def check_name(name: str) -> None:
         )
 
 
+def outcome(name: str, version: str | None, changed: bool) -> dict[str, Any]:
+    """What a load answers: the version of `name` served now ("" and UNAVAILABLE when none) and whether
+    the call changed it."""
+    return {"name": name, "version": version or "", "state": "READY" if version else "UNAVAILABLE",
+            "changed": changed}  # fmt: skip
+
+
 def plan_versions(plan: Plan) -> dict[str, str | None]:
     return {name: entry.version for name, entry in plan.models.items()}
 
@@ -236,9 +243,7 @@ class ModelsLifecycle(Follower):
         async with self.folder.locked():
             plan = await self._caught_up()
             if seen is not None and plan.models.get(name) != seen.models.get(name):
-                served = self.registry.served_versions().get(name)
-                return {"name": name, "version": served or "", "state": "READY" if served else "UNAVAILABLE",
-                        "changed": False}  # fmt: skip
+                return outcome(name, self.registry.served_versions().get(name), changed=False)
             try:
                 versions = [folder.name for folder in version_folders(self.settings.model_dir, name)]
             except ModelLoadError as exc:
@@ -252,7 +257,7 @@ class ModelsLifecycle(Follower):
             served = self.registry.served_versions().get(name)
             entry = Entry(target, pinned=version is not None)
             if served == target and plan.models.get(name) == entry:
-                return {"name": name, "version": target, "state": "READY", "changed": False}
+                return outcome(name, target, changed=False)
             if served != target:
                 try:
                     model = await self.registry.load_version(name, target)
@@ -315,8 +320,7 @@ class ModelsLifecycle(Follower):
         version = plan.models[name].version
         logger.info("model %s is now %s in every process, after %.2f s", name,
                     f"version {version}" if version else "unloaded", seconds)  # fmt: skip
-        return {"name": name, "version": version or "", "state": "READY" if version else "UNAVAILABLE",
-                "changed": True, "seconds": round(seconds, 3)}  # fmt: skip
+        return {**outcome(name, version, changed=True), "seconds": round(seconds, 3)}
 
     async def scan(self) -> list[str]:
         """Load each served model's newest version on disk once its folder is complete (its files match
