@@ -271,7 +271,7 @@ def header(args: argparse.Namespace, levels: tuple[int, ...]) -> str:
         f"- each cell: {args.warmup:g} s warm-up, then `hey -z {args.duration:g}s` (tritonclient: as long); "
         f"concurrency {', '.join(map(str, levels))}; {args.repeats} repeat(s), interleaved across servers\n"
         "- req/s counts 2xx answers; CPU is the server's whole process tree, per answer; mean batch is "
-        "from the server's /metrics (with several workers, from whichever worker answered /metrics)\n\n"
+        "from the server's /metrics (the sum over its processes, each written at most 0.25 s late)\n\n"
     )
 
 

@@ -18,6 +18,7 @@ from service.logs import RequestLog, request_id
 from service.metrics import ServiceMetrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_NAME = REQUEST_ID_HEADER.lower().encode("latin-1")  # as ASGI headers are given
 _SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -50,10 +51,9 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers.append(REQUEST_ID_HEADER, rid)
+                message["headers"] = [*message.get("headers", ()), (_REQUEST_ID_NAME, rid.encode("latin-1"))]
                 if self.drain.draining:  # the service stops soon: clients should reconnect elsewhere
-                    headers["connection"] = "close"
+                    MutableHeaders(scope=message)["connection"] = "close"
             await send(message)
 
         try:

@@ -59,7 +59,7 @@ def unloaded_reason(name: str) -> str:
 class ServedModels:
     """The models by name, or why each is missing; the routes' look-ups by task.
 
-    Every model handed to a request in a `service.lifecycle.leases.request_scope` is held by it, so
+    Every model handed to a request in a `service.lifecycle.leases.RequestScope` is held by it, so
     that a model swapped out or unloaded meanwhile serves that request to its end."""
 
     def __init__(self, settings: Settings) -> None:
@@ -152,7 +152,10 @@ class ServedModels:
         """The model a request of `kind`'s task gets when it names none: the configured default, or
         while that is unloaded the next model of the task that is not."""
         choices = self.choices(kind)
-        return next((name for name in choices if name not in self._unloaded), choices[0])
+        for name in choices:
+            if name not in self._unloaded:
+                return name
+        return choices[0]
 
     def for_task(self, kind: type[Model], name: str | None) -> Model:
         """Model `name` (the task's default when None), ready to take inputs, which must be of `kind`'s
@@ -177,6 +180,8 @@ class ServedModels:
         only if no model of the task could take it now. Once the body names its model, that model's
         queue decides."""
         default = self.default(kind)
+        if default in self._models and self._models[default].queue.refusal() is None:
+            return  # the common case, on every request
         refusals: list[tuple[ServiceError, InputQueue | None]] = []
         # The default first; the task's other models, in their order, only if it refuses.
         for name in itertools.chain((default,), (n for n in self.choices(kind) if n != default)):

@@ -40,9 +40,9 @@ def install_access_control(app: FastAPI, settings: Settings) -> None:
     """API keys, and CORS outside them (a browser's preflight request carries no key). An admin key is an
     API key too, when the service has API keys."""
     api_keys = settings.api_key_set()
-    if api_keys:
+    if api_keys:  # an open service has no layer for keys on its requests' way
         api_keys |= settings.admin_key_set()
-    app.add_middleware(ApiKeyMiddleware, keys=api_keys, metrics_open=not settings.metrics_require_key)
+        app.add_middleware(ApiKeyMiddleware, keys=api_keys, metrics_open=not settings.metrics_require_key)
     if settings.cors_origin_list():
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origin_list(), allow_methods=["GET", "POST"],
@@ -65,7 +65,6 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
             scope["type"] != "http"
-            or not self.keys
             or scope["path"] in self.open_paths
             or scope["path"].startswith(OPEN_PREFIXES)
             or self._allowed(scope)

@@ -14,9 +14,21 @@ import local_server
 import pytest
 from local_server import ServerNotReady, free_port
 
-__all__ = ["REPO_ROOT", "free_port", "one_worker_service", "start_service", "wait_until_ready"]
+from service.metrics import FLUSH_INTERVAL_S
+
+__all__ = [
+    "METRICS_WRITTEN_S",
+    "REPO_ROOT",
+    "free_port",
+    "one_worker_service",
+    "start_service",
+    "wait_until_ready",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+METRICS_WRITTEN_S = 3 * FLUSH_INTERVAL_S
+"""Time enough for every process of a service to have written the metric values it changed: /metrics
+shows the answering process's values at once, the others' at most FLUSH_INTERVAL_S after they change."""
 
 
 def wait_until_ready(

@@ -35,7 +35,7 @@ from service.engine.protocol import (
 from service.engine.queue_state import QueueStateBoard, board_path, share
 from service.errors import InferenceFailed, ServiceError
 from service.lifecycle.control import ControlFolder
-from service.lifecycle.leases import request_scope
+from service.lifecycle.leases import RequestScope
 from service.lifecycle.manager import ModelsLifecycle, plan_versions
 from service.logs import configure_logging
 from service.metrics import ServiceMetrics
@@ -179,7 +179,7 @@ class ModelEngine:
 
     async def _infer(self, key: RequestKey, message: dict[str, Any]) -> None:
         try:
-            with request_scope():
+            with RequestScope():
                 version = message.get("version")
                 model = self._registry.serving(
                     str(message["model"]), None if version is None else str(version)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, TypeVar
@@ -30,7 +31,7 @@ from service.errors import (
     error_content,
 )
 from service.headers import header
-from service.lifecycle.leases import request_scope
+from service.lifecycle.leases import RequestScope
 from service.registry import Registry
 from service.tasks.base import Locate
 
@@ -59,7 +60,7 @@ class DirectRoute(ABC):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            with request_scope():  # the models it is given serve it to its end, even if swapped out
+            with RequestScope():  # the models it is given serve it to its end, even if swapped out
                 content = await self.answer(scope, receive, scope["state"]["registry"])
         except ServiceError as exc:
             await self.refuse(send, exc)
@@ -158,34 +159,94 @@ async def unless_disconnected(
     loop = asyncio.get_running_loop()
     current = asyncio.current_task(loop)  # given the loop: one getpid() system call less on Python 3.11
     assert current is not None
-    gone = answered = False
-    watcher: asyncio.Task[None] | None = None
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not answered:
-            gone = True
-            current.cancel()
-
-    def start_watching() -> None:
-        nonlocal watcher
-        watcher = loop.create_task(watch())
-
-    timer = loop.call_later(after_s, start_watching)
+    waits = Waits.of(loop)
+    wait = waits.add(current, receive, loop.time() + after_s)
     try:
         return await work
     except asyncio.CancelledError:
-        if not gone:
+        if not wait.gone:
             raise
         current.uncancel()
         raise ClientDisconnected() from None
     finally:
-        answered = True
-        timer.cancel()
-        if watcher is not None:
-            watcher.cancel()
+        waits.remove(wait)
+
+
+class Wait:
+    """A request waiting for its answer: its task, how to hear from its client, and when to start."""
+
+    __slots__ = ("answered", "due", "gone", "receive", "task", "watcher")
+
+    def __init__(self, task: asyncio.Task[Any], receive: Receive, due: float) -> None:
+        self.task, self.receive, self.due = task, receive, due
+        self.answered = self.gone = False
+        self.watcher: asyncio.Task[None] | None = None
+
+
+class Waits:
+    """The waiting requests of one event loop. One timer, due at the earliest start among those not yet
+    watched, starts their watches: a timer of its own per request cost about 2.5 µs of CPU each."""
+
+    def __init__(self) -> None:
+        # No reference to the loop: it is the key of this object in a weak dictionary.
+        self.waiting: set[Wait] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_due = math.inf
+
+    @staticmethod
+    def of(loop: asyncio.AbstractEventLoop) -> Waits:
+        """The loop's waiting requests."""
+        waits = _waits.get(loop)
+        if waits is None:
+            waits = _waits[loop] = Waits()
+        return waits
+
+    def add(self, task: asyncio.Task[Any], receive: Receive, due: float) -> Wait:
+        wait = Wait(task, receive, due)
+        self.waiting.add(wait)
+        if due < self.timer_due:
+            self._start_at(due)
+        return wait
+
+    def remove(self, wait: Wait) -> None:
+        wait.answered = True
+        self.waiting.discard(wait)
+        if wait.watcher is not None:
+            wait.watcher.cancel()
+        if not self.waiting and self.timer is not None:  # nothing to watch: nor a timer holding the loop
+            self.timer.cancel()
+            self.timer, self.timer_due = None, math.inf
+
+    def _start_at(self, due: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer, self.timer_due = asyncio.get_running_loop().call_at(due, self._start_due), due
+
+    def _start_due(self) -> None:
+        """Watch every request whose time has come; set the timer for the next."""
+        self.timer, self.timer_due = None, math.inf
+        loop = asyncio.get_running_loop()
+        now, next_due = loop.time(), math.inf
+        for wait in self.waiting:
+            if wait.watcher is not None:
+                continue
+            if wait.due <= now:
+                wait.watcher = loop.create_task(self._watch(wait))
+            else:
+                next_due = min(next_due, wait.due)
+        if next_due < math.inf:
+            self._start_at(next_due)
+
+    @staticmethod
+    async def _watch(wait: Wait) -> None:
+        while (await wait.receive())["type"] != "http.disconnect":
+            pass
+        if not wait.answered:
+            wait.gone = True
+            wait.task.cancel()
+
+
+_waits: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Waits] = weakref.WeakKeyDictionary()
 
 
 def request_timeout_s(scope: Scope) -> float | None:
@@ -214,7 +275,10 @@ def rest_place(many: bool) -> Locate:
 def chosen_model(scope: Scope, named: str | None) -> str | None:
     """The model a request names: `"model"` in its JSON body, or `?model=` (for any body); None for the
     task's default."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model", [])
+    query_string = scope.get("query_string", b"")
+    if not query_string:
+        return named
+    query = parse_qs(query_string.decode("latin-1")).get("model", [])
     queried = query[-1] if query else None
     if named is not None and queried is not None and named != queried:
         raise InvalidInput(f"model: the body names {named!r} and the query {queried!r}; name one model")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from serving import free_port, wait_until_ready
+from serving import METRICS_WRITTEN_S, free_port, wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,6 +93,7 @@ async def test_sixty_four_concurrent_clients_share_model_calls(
 ) -> None:
     images, labels = mnist_test_set
     limits = httpx.Limits(max_connections=64)
+    await asyncio.sleep(METRICS_WRITTEN_S)  # what earlier tests counted, written by both workers
     async with httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits) as http:
         before = batch_size_count_and_sum((await http.get("/metrics")).text)
 
@@ -105,6 +106,7 @@ async def test_sixty_four_concurrent_clients_share_model_calls(
             return digits
 
         answers = await asyncio.gather(*(client(i) for i in range(64)))
+        await asyncio.sleep(METRICS_WRITTEN_S)  # both workers' model calls counted
         after = batch_size_count_and_sum((await http.get("/metrics")).text)
     calls, inputs = after[0] - before[0], after[1] - before[1]
     assert inputs == 320

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import free_port, start_service
+from serving import METRICS_WRITTEN_S, free_port, start_service
 
 BAR = [[0] * 12 + [200] * 4 + [0] * 12] * 28  # a "1"
 BODY = json.dumps({"pixels": BAR}).encode()
@@ -127,6 +127,7 @@ def test_a_burst_of_600_connections_is_refused_at_once_and_the_admitted_are_answ
     assert statuses.count(200) == 8 and statuses.count(429) == 592, sorted(set(statuses))
     refused = [(headers, seconds) for status, headers, seconds in outcomes if status == 429]
     assert all(int(headers["retry-after"]) >= 1 for headers, _ in refused)
+    time.sleep(METRICS_WRITTEN_S)  # every process's counts written
     assert metric(held_service, "rnnserve_batch_size_sum", model="digit_lstm") == 8
     # Each refusal counted once, by whichever process refused it (an HTTP worker or the model engine).
     overloaded = {"model": "digit_lstm", "reason": "overloaded"}

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from process_stats import process_tree
 from prometheus_client.parser import text_string_to_metric_families
-from serving import REPO_ROOT, start_service
+from serving import METRICS_WRITTEN_S, REPO_ROOT, start_service
 
 from service.repository import model_names
 
@@ -88,6 +88,7 @@ async def test_metrics_show_every_worker_and_the_model_calls_they_shared(
     service: Service, mnist_test_set: tuple[np.ndarray, np.ndarray]
 ) -> None:
     images, _ = mnist_test_set
+    await asyncio.sleep(METRICS_WRITTEN_S)  # what earlier tests counted, written by every worker
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
         before = samples((await http.get("/metrics")).text, "rnnserve_batch_size_sum")
         requests_before = samples((await http.get("/metrics")).text, "rnnserve_http_requests_total")
@@ -102,7 +103,8 @@ async def test_metrics_show_every_worker_and_the_model_calls_they_shared(
 
     await asyncio.gather(*(client(i) for i in range(32)))
     route = (("method", "POST"), ("route", "/predict/digit"), ("status", "200"))
-    # Whichever worker answers /metrics, it shows the sum over every process.
+    # Whichever worker answers /metrics, it shows the sum over every process, once each has written it.
+    await asyncio.sleep(METRICS_WRITTEN_S)
     for _ in range(6):
         async with httpx.AsyncClient(base_url=service.url, timeout=60) as fresh:
             text = (await fresh.get("/metrics")).text
