@@ -38,7 +38,7 @@ InputT = TypeVar("InputT")
 OutputT = TypeVar("OutputT")
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class QueuedRequest(Generic[InputT, OutputT]):
     """One request's inputs waiting for model calls, and the future that gets all their outputs."""
 

@@ -101,11 +101,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = header(scope, b"content-length")
+        declared_too_large = declared.isdigit() and int(declared) > self.max_body_bytes
         received = 0
 
         async def limited_receive() -> Message:
             nonlocal received
-            if declared.isdigit() and int(declared) > self.max_body_bytes:
+            if declared_too_large:
                 raise self._too_large(int(declared))
             message = await receive()
             if message["type"] == "http.request":
