@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
@@ -180,24 +179,31 @@ class ServedModels:
         only if no model of the task could take it now. Once the body names its model, that model's
         queue decides."""
         default = self.default(kind)
-        if default in self._models and self._models[default].queue.refusal() is None:
-            return  # the common case, on every request
-        refusals: list[tuple[ServiceError, InputQueue | None]] = []
-        # The default first; the task's other models, in their order, only if it refuses.
-        for name in itertools.chain((default,), (n for n in self.choices(kind) if n != default)):
-            try:
-                queue = self._models[name].queue if name in self._models else self.ready(name).queue
-            except ServiceError as exc:
-                refusals.append((exc, None))
-                continue
-            error = queue.refusal()
-            if error is None:
-                return
-            refusals.append((error, queue))
+        refusal = self._refusal(default)
+        if refusal is None:
+            return  # the common case, on every request: nothing more is built
+        refusals = [refusal]
+        # The task's other models, in their order, only when the default refuses.
+        for name in self.choices(kind):
+            if name != default:
+                refusal = self._refusal(name)
+                if refusal is None:
+                    return
+                refusals.append(refusal)
         error, refusing = refusals[0]
         if refusing is not None:
             refusing.admit()  # counts the refusal, and raises it
         raise error
+
+    def _refusal(self, name: str) -> tuple[ServiceError, InputQueue | None] | None:
+        """Why model `name` would refuse one more input now, with its queue when it has one; None if it
+        would take it."""
+        try:
+            queue = self._models[name].queue if name in self._models else self.ready(name).queue
+        except ServiceError as exc:
+            return exc, None
+        error = queue.refusal()
+        return None if error is None else (error, queue)
 
     async def readiness(self) -> dict[str, str]:
         """Each model's state: "ready", or why it is not; a model unloaded on purpose is left out."""
