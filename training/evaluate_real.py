@@ -26,7 +26,8 @@ Per series: MASE (the forecast's MAE over the in-sample MAE of the seasonal naiv
 lag 1 when the history is shorter than 2m), relative MASE (MASE over the seasonal naive forecast's
 MASE on the same window, so the scale cancels) and the share of held-out values inside the 95 %
 interval. Per frequency group and over all series: the geometric mean of relative MASE, the mean of
-MASE and of coverage, and the share of series whose relative MASE exceeds 1.5.
+MASE and of coverage, the share of series whose relative MASE exceeds 1.5, the held-out values, and the
+chance that exactly calibrated bands would cover 0.85–0.99 of those values (`training.real_tables`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from service.tasks.forecasts import Forecaster, SeriesInput, level_key
 from training import candidates
 from training.metrics import seasonal_naive
 from training.real_series import FREQUENCIES, MAX_HISTORY, SETS, Window, windows
+from training.real_tables import calibrated_chance, markdown, per_series_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ LEVEL = 95.0
 WORSE = 1.5
 """A forecaster does much worse than seasonal naive on a series when its relative MASE exceeds this."""
 BASELINES = ("SeasonalNaive", "AutoETS", "AutoTheta", "AutoARIMA")
+GROUP_COVERAGE_GOAL = (0.85, 0.99)
+"""The share of a frequency group's held-out values that its 95 % bands should cover."""
 MAX_ETS_SEASON = 24
 """The longest season statsforecast's ETS fits; longer ones go through MSTL (above)."""
 
@@ -297,9 +301,13 @@ def summaries(series: dict[str, Any], who: str) -> dict[str, dict[str, float]]:
     """`who`'s summary per frequency group (in FREQUENCIES' order) and over all series ("all")."""
     result = {}
     for group in [*FREQUENCIES, "all"]:
-        rows = [s["forecasters"][who] for s in series.values() if group in (s["group"], "all")]
-        if rows:
-            result[group] = summary(rows)
+        chosen = [s for s in series.values() if group in (s["group"], "all")]
+        if chosen:
+            values = sum(s["horizon"] for s in chosen)
+            result[group] = summary([s["forecasters"][who] for s in chosen]) | {
+                "values": values,
+                "calibrated_in_group_goal": calibrated_chance(values, LEVEL, *GROUP_COVERAGE_GOAL),
+            }
     return result
 
 
@@ -311,66 +319,14 @@ def describe(set_name: str, sample: int | None) -> dict[str, Any]:
         "groups": {g: {"season": f.season, "horizon": f.horizon} for g, f in FREQUENCIES.items()},
         "max_history": MAX_HISTORY,
         "level": LEVEL,
+        "worse": WORSE,
+        "group_coverage_goal": GROUP_COVERAGE_GOAL,
         "mase_scale": "in-sample seasonal naive MAE, lag m (lag 1 when the history is shorter than 2m)",
         "relative_mase": "MASE / the seasonal naive forecast's MASE on the same window",
         "summary": "geometric mean of relative MASE; mean MASE; mean coverage; share of series with "
         f"relative MASE > {WORSE}",
         "long_seasons": f"m > {MAX_ETS_SEASON}: AutoETS and AutoARIMA fit MSTL's seasonally adjusted series",
     }
-
-
-def markdown(report: dict[str, Any]) -> str:
-    """The report's summary as two Markdown tables: over all series, one row per forecaster; then per
-    frequency group, one column per forecaster."""
-    level = f"{LEVEL:g}"
-    who = report["forecasters"]
-    overall = [
-        f"| forecaster ({report['summary'][who[0]]['all']['series']} series) | geo-mean rel. MASE | "
-        f"mean MASE | {level} % coverage | share > {WORSE}× naive |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name in who:
-        s = report["summary"][name]["all"]
-        overall.append(
-            f"| {name} | {s['geomean_relative_mase']:.3f} | {s['mean_mase']:.3f} | "
-            f"{s[f'coverage_{level}']:.2f} | {s['share_worse_than_1.5x_naive']:.2f} |"
-        )
-    groups = [
-        "| group (series) | " + " | ".join(who) + " |",
-        "| --- | " + " | ".join("---" for _ in who) + " |",
-    ]
-    for group, first in report["summary"][who[0]].items():
-        if group != "all":
-            cells = [
-                f"{report['summary'][name][group]['geomean_relative_mase']:.2f} / "
-                f"{report['summary'][name][group][f'coverage_{level}']:.2f}"
-                for name in who
-            ]
-            groups.append(f"| {group} ({first['series']}) | " + " | ".join(cells) + " |")
-    title = f"Per frequency group: geo-mean relative MASE / {level} % coverage"
-    return "\n".join(overall) + "\n\n" + title + "\n\n" + "\n".join(groups) + "\n"
-
-
-def per_series_markdown(report: dict[str, Any]) -> str:
-    """Relative MASE and coverage of each forecaster on each series, as a Markdown table."""
-    who = report["forecasters"]
-    lines = [
-        "| series | group | m | h | history | " + " | ".join(who) + " |",
-        "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in who) + " |",
-    ]
-    for name, s in report["series"].items():
-        cells = [
-            f"{s['forecasters'][w]['relative_mase']:.2f} / {s['forecasters'][w][f'coverage_{LEVEL:g}']:.2f}"
-            for w in who
-        ]
-        lines.append(
-            f"| {name} | {s['group']} | {s['season']} | {s['horizon']} | {s['history']} | "
-            + " | ".join(cells)
-            + " |"
-        )
-    for name, reason in report["skipped"].items():
-        lines.append(f"| {name} | skipped: {reason} |")
-    return "\n".join(lines) + "\n"
 
 
 def run(

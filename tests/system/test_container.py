@@ -21,8 +21,6 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +29,21 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from docker_steps import (
+    CONTAINER_TOOLS,
+    PROJECT,
+    START_TIMEOUT_S,
+    TIMINGS,
+    Container,
+    build,
+    compose,
+    compose_env,
+    docker,
+    fail_on,
+    inspect,
+    record,
+    timestamp,
+)
 from dockerfiles import BUILD_ARGS, COMPOSE_FILE, REPO_ROOT, copy_context, read_dockerfile
 from serving import free_port
 
@@ -47,66 +60,6 @@ def _newest_version(model: str) -> str:
     return max((p.name for p in (REPO_ROOT / "models" / model).iterdir() if p.name.isdigit()), key=int)
 
 
-# ---- the images, built and run for real (scripts/containers.py) ------------------------------------------
-
-# Our own compose project, so that no other run's containers (or a developer's) are touched.
-PROJECT = f"rnnserve-check-{os.getpid()}"
-START_TIMEOUT_S = 180.0
-# What scripts/containers.py and this module run, and the Debian packages that provide them (as
-# `make container-tools` installs them): the engine and its CLI, compose, and debootstrap for a stand-in.
-CONTAINER_TOOLS = {
-    "docker": "docker.io",
-    "dockerd": "docker.io",
-    "docker-compose": "docker-compose",
-    "debootstrap": "debootstrap",
-}
-TIMINGS: dict[str, str] = {}
-
-
-def record(step: str, value: str) -> None:
-    """A measurement for the summary at the end of the module, printed at once too (pytest -s)."""
-    TIMINGS[step] = value
-    print(f"\n{step}: {value}")
-
-
-def _fail_on(error: containers.ContainerError) -> None:
-    pytest.fail(str(error), pytrace=False)
-
-
-def docker(*args: str, timeout: float = 300) -> str:
-    try:
-        return containers.run("docker", *args, timeout=timeout)
-    except containers.ContainerError as error:
-        _fail_on(error)
-        raise
-
-
-def compose_env(**extra: str) -> dict[str, str]:
-    """The service's defaults (no RNNSERVE_ setting of this shell), under our own project name."""
-    env = {k: v for k, v in containers.docker_environment().items() if not k.startswith("RNNSERVE_")}
-    return env | {"COMPOSE_PROJECT_NAME": PROJECT} | extra
-
-
-def compose(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 300, override: Path | None = None
-) -> str:
-    files = [COMPOSE_FILE, override] if override else [COMPOSE_FILE]
-    command = ["docker-compose", *(f"--file={file}" for file in files), *args]
-    result = subprocess.run(
-        command, capture_output=True, text=True, env=env or compose_env(), timeout=timeout
-    )
-    assert result.returncode == 0, f"`{' '.join(command)}` failed:\n{result.stdout}{result.stderr}"
-    return result.stdout
-
-
-def inspect(container: str) -> dict:
-    return json.loads(docker("inspect", container))[0]
-
-
-def timestamp(rfc3339: str) -> float:
-    return datetime.fromisoformat(rfc3339).timestamp()
-
-
 @pytest.fixture(scope="module")
 def engine(require_tool: RequireTool) -> Iterator[containers.DockerEngine]:
     for command, package in CONTAINER_TOOLS.items():
@@ -117,7 +70,7 @@ def engine(require_tool: RequireTool) -> Iterator[containers.DockerEngine]:
             started = time.monotonic()
             how = containers.ensure_base_image(containers.CPU_BASE_IMAGE)
         except containers.ContainerError as error:
-            _fail_on(error)
+            fail_on(error)
         record(f"base image ({how})", f"{time.monotonic() - started:.0f} s")
         yield running
         print("\n" + "\n".join(f"{step:<44} {value}" for step, value in TIMINGS.items()))
@@ -129,26 +82,9 @@ def pip_conf(engine: containers.DockerEngine) -> Iterator[str]:
         yield conf
 
 
-def build(service: str, pip_conf: str, log: Path) -> containers.BuildSpec:
-    started = time.monotonic()
-    try:
-        spec = containers.build_service(service, pip_conf, log)
-    except containers.ContainerError as error:
-        _fail_on(error)
-    size = int(docker("image", "inspect", "--format", "{{.Size}}", spec.image))
-    record(f"build {spec.image}", f"{time.monotonic() - started:.0f} s, image {size / 1e9:.2f} GB")
-    return spec
-
-
 @pytest.fixture(scope="module")
 def cpu_image(pip_conf: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     return build("api-cpu", pip_conf, tmp_path_factory.mktemp("build") / "api-cpu.log").image
-
-
-@dataclass
-class Container:
-    id: str
-    url: str
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,18 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from manifests import (
+    DEPLOY,
+    SCHEMAS,
+    VARIANTS,
+    Workload,
+    name_of,
+    of_kind,
+    promql_metric_names,
+    render,
+    selects,
+    workload_of,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from serving import start_service
 
@@ -41,22 +51,8 @@ from service.server import ENGINE_STOP_MARGIN_S
 if TYPE_CHECKING:
     from conftest import RequireTool
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEPLOY = REPO_ROOT / "deploy"
-VARIANTS = {
-    "base": (DEPLOY / "base",),
-    **{f"overlays/{d.name}": (d,) for d in sorted((DEPLOY / "overlays").iterdir()) if d.is_dir()},
-    "kserve": (DEPLOY / "kserve",),
-    # A component no overlay includes, rendered on top of one.
-    "overlays/cpu + components/podmonitor": (DEPLOY / "overlays/cpu", DEPLOY / "components/podmonitor"),
-}
 # Core kinds: a version clusters run today, and the newest kubernetes-validate has schemas for.
 KUBERNETES_VERSIONS = ("1.34", kubernetes_validate.latest_version())
-SCHEMAS = {
-    "ScaledObject": "keda.sh_scaledobject_v1alpha1.yaml",
-    "InferenceService": "serving.kserve.io_inferenceservice_v1beta1.yaml",
-    "PodMonitor": "monitoring.coreos.com_podmonitor_v1.yaml",
-}
 # KEDA's prometheus scaler parameters (keda.sh/docs/2.16/scalers/prometheus) and those it requires.
 PROMETHEUS_TRIGGER_KEYS = {
     "serverAddress", "query", "queryParameters", "threshold", "activationThreshold", "namespace",
@@ -91,86 +87,11 @@ def kubectl(require_tool: RequireTool) -> str:
     return found
 
 
-def render(kubectl: str, parts: tuple[Path, ...], scratch: Path) -> list[dict[str, Any]]:
-    """`kubectl kustomize` of a kustomization directory, or of a resource with components on top."""
-    root = parts[0]
-    if len(parts) > 1:
-        root = scratch / "composed"
-        root.mkdir(exist_ok=True)
-        # kustomize takes relative paths only.
-        relative = [os.path.relpath(part, root) for part in parts]
-        composed = {"resources": relative[:1], "components": relative[1:]}
-        (root / "kustomization.yaml").write_text(yaml.safe_dump(composed))
-    done = subprocess.run([kubectl, "kustomize", str(root)], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"kubectl kustomize {root} failed:\n{done.stderr}")
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
-
-
 @pytest.fixture(scope="module")
 def rendered(kubectl: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
     return {
         name: render(kubectl, parts, tmp_path_factory.mktemp("kustomize")) for name, parts in VARIANTS.items()
     }
-
-
-def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [doc for doc in docs if doc["kind"] == kind]
-
-
-def name_of(doc: dict[str, Any]) -> str:
-    return f"{doc['kind']}/{doc['metadata']['name']}"
-
-
-def predictor_extension_fields() -> set[str]:
-    schema = yaml.safe_load((DEPLOY / "schemas" / SCHEMAS["InferenceService"]).read_text())
-    return set(schema["properties"]["spec"]["properties"]["predictor"]["properties"])
-
-
-@dataclass
-class Workload:
-    """The pods a variant runs, however they are declared: a Deployment or an InferenceService."""
-
-    name: str  # the Deployment that autoscalers target
-    namespace: str
-    labels: dict[str, str]
-    pod: dict[str, Any]  # a core/v1 PodSpec
-    settings: dict[str, str]  # the RNNSERVE_ variables of its container
-
-    @property
-    def container(self) -> dict[str, Any]:
-        return dict(self.pod["containers"][0])
-
-    def port_number(self, port: int | str) -> int:
-        if isinstance(port, int):
-            return port
-        numbers = [p["containerPort"] for p in self.container.get("ports", []) if p.get("name") == port]
-        assert numbers, f"{self.name}: no container port is named {port!r}"
-        return int(numbers[0])
-
-
-def workload_of(docs: list[dict[str, Any]]) -> Workload:
-    (workload,) = of_kind(docs, "Deployment") + of_kind(docs, "InferenceService")
-    meta = workload["metadata"]
-    if workload["kind"] == "Deployment":
-        template = workload["spec"]["template"]
-        pod, labels, name = template["spec"], template["metadata"]["labels"], meta["name"]
-        maps = {m["metadata"]["name"]: m["data"] for m in of_kind(docs, "ConfigMap")}
-        sources = [maps[s["configMapRef"]["name"]] for s in pod["containers"][0].get("envFrom", [])]
-    else:
-        predictor = workload["spec"]["predictor"]
-        pod = {k: v for k, v in predictor.items() if k not in predictor_extension_fields()}
-        labels, name, sources = predictor["labels"], f"{meta['name']}-predictor", []
-    variables = {e["name"]: e["value"] for e in pod["containers"][0].get("env", []) if "value" in e}
-    settings = {
-        k: v for source in [*sources, variables] for k, v in source.items() if k.startswith("RNNSERVE_")
-    }
-    return Workload(name, meta["namespace"], labels, pod, settings)
-
-
-def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    assert not selector.get("matchExpressions"), "only matchLabels selectors are checked here"
-    return bool(selector.get("matchLabels")) and selector["matchLabels"].items() <= labels.items()
 
 
 @pytest.fixture
@@ -335,11 +256,6 @@ def test_selectors_select_the_pods(rendered: dict[str, list[dict[str, Any]]], va
         # first container port.
         assert {"name": "PROTOCOL", "value": "v2"} in container["env"]
         assert container["name"] == "kserve-container" and port == int(workload.settings["RNNSERVE_PORT"])
-
-
-def promql_metric_names(query: str) -> set[str]:
-    """The service's series a PromQL query reads."""
-    return set(re.findall(r"\b(rnnserve_[a-z_]+)\b", query))
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -16,7 +16,7 @@ import pytest
 from service.repository import newest_version
 from service.series import normal_quantile
 from training import evaluate_forecast
-from training.evaluate_real import markdown, mase_scale, refusal, served_model
+from training.evaluate_real import GROUP_COVERAGE_GOAL, mase_scale, refusal, served_model
 from training.real_series import (
     CATALOGUE,
     EMPLOYMENT,
@@ -30,6 +30,7 @@ from training.real_series import (
     window,
     windows,
 )
+from training.real_tables import calibrated_chance, markdown
 
 SAMPLE = 6
 SERVED = newest_version(Path(__file__).resolve().parents[2] / "models", "series_gru").name  # as served
@@ -184,7 +185,41 @@ def test_the_tables_have_a_row_per_forecaster_and_per_group(report: dict[str, An
     assert len(rows) == 2 + len(report["forecasters"]) + SAMPLE
     assert rows[0].startswith("| forecaster (6 series) |")
     assert rows[1].startswith(f"| {MODEL} | ")
-    assert rows[-1].startswith("| other (1) | ")
+    other = report["summary"][MODEL]["other"]
+    assert rows[-1].startswith(f"| other (1; {other['values']}, {other['calibrated_in_group_goal']:.2f}) | ")
+
+
+def test_each_group_counts_its_held_out_values_and_the_chance_calibrated_bands_meet_the_goal(
+    report: dict[str, Any],
+) -> None:
+    for group, summary in report["summary"][MODEL].items():
+        chosen = [s for s in report["series"].values() if group in (s["group"], "all")]
+        assert summary["values"] == sum(s["horizon"] for s in chosen), group
+        assert summary["calibrated_in_group_goal"] == calibrated_chance(
+            summary["values"], 95, *GROUP_COVERAGE_GOAL
+        )
+
+
+def exact_chance(values: int, low: float, high: float, miss: float = 0.05) -> float:
+    """The same probability summed term by term, each count of misses whose share covered lies in range."""
+    return sum(
+        math.comb(values, k) * miss**k * (1 - miss) ** (values - k)
+        for k in range(values + 1)
+        if low <= round(1 - k / values, 9) <= high
+    )
+
+
+@pytest.mark.parametrize("values", [1, 8, 12, 13, 14, 20, 36, 48, 88, 100, 414])
+def test_the_calibrated_chance_is_the_binomial_share_of_miss_counts_in_range(values: int) -> None:
+    assert calibrated_chance(values, 95, 0.85, 0.99) == pytest.approx(
+        exact_chance(values, 0.85, 0.99), abs=1e-12
+    )
+
+
+def test_a_group_of_few_values_rarely_shows_calibrated_bands_inside_the_goal() -> None:
+    assert calibrated_chance(1, 95, 0.85, 0.99) == 0.0  # one value is covered wholly or not at all
+    assert calibrated_chance(8, 95, 0.85, 0.99) == pytest.approx(0.279, abs=1e-3)  # 1 miss of 8
+    assert calibrated_chance(100, 95, 0.85, 0.99) > 0.99
 
 
 def test_the_served_forecaster_meets_its_goals_on_the_sample(report: dict[str, Any]) -> None:
