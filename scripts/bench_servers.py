@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -41,6 +43,7 @@ class Server:
     requires: str = ""  # a module it needs, when that is optional
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
+    scratch: Path | None = None  # its TMPDIR while it runs, removed when it stops
     error: str = ""
     notes: list[str] = field(default_factory=list)
     on_demand: bool = False  # stopped between its turns
@@ -169,6 +172,10 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
     server.port = free_port()
     # No drain after SIGTERM: nothing balances load here, and each stop would wait for it.
     env = service_environment(server.port, {"log_level": "WARNING", "drain_s": "0"}) | server.env
+    # What it leaves in its temporary folder goes when it stops (LitServe's multiprocessing manager
+    # leaves a /tmp/pymp-* folder behind on SIGTERM).
+    server.scratch = Path(tempfile.mkdtemp(prefix="rnnserve-bench-"))
+    env["TMPDIR"] = str(server.scratch)
     log = logs / (re.sub(r"\W+", "-", server.name).strip("-") + ".log")
     argv = [arg.replace("{port}", str(server.port)) for arg in server.argv]
     try:
@@ -190,6 +197,7 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
             tail = exc.output.strip().splitlines()[-2:]
             server.error = f"exited with status {exc.returncode}: {' / '.join(tail)[-300:]}"
         server.process = None
+        _remove_scratch(server)
         return False
     if server.metrics:
         server.models = served_models(server.url)
@@ -198,7 +206,13 @@ def start(server: Server, logs: Path, timeout_s: float = 180) -> bool:
 
 def stop(server: Server) -> None:
     """SIGTERM and wait; then SIGKILL whatever is left of its process group."""
-    if server.process is None:
-        return
-    local_server.stop(server.process, timeout_s=30, process_group=True)
-    server.process = None
+    if server.process is not None:
+        local_server.stop(server.process, timeout_s=30, process_group=True)
+        server.process = None
+    _remove_scratch(server)
+
+
+def _remove_scratch(server: Server) -> None:
+    if server.scratch is not None:
+        shutil.rmtree(server.scratch, ignore_errors=True)
+        server.scratch = None

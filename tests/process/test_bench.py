@@ -222,3 +222,23 @@ def test_the_forecasters_under_load_with_the_unbatched_server() -> None:
     ]  # fmt: skip
     positive(rows, "median req/s (c=8)", "largest process RSS")
     assert "series_gru batched / one call per request: throughput" in stdout
+
+
+def test_a_server_of_the_bench_keeps_its_temporary_files_in_a_folder_removed_when_it_stops(
+    tmp_path: Path,
+) -> None:
+    """LitServe's multiprocessing manager leaves a /tmp/pymp-* folder behind when it is stopped: each
+    server the bench starts gets a TMPDIR of its own, removed with it."""
+    import bench_servers  # scripts/ (pytest's pythonpath)
+
+    floor = next(s for s in bench_servers.servers((64,)) if s.name == bench_servers.FLOOR)
+    assert bench_servers.start(floor, tmp_path), floor.error
+    try:
+        scratch = floor.scratch
+        assert scratch is not None and scratch.is_dir()
+        environment = Path(f"/proc/{floor.pid}/environ").read_bytes().split(b"\0")
+        assert f"TMPDIR={scratch}".encode() in environment
+        (scratch / "pymp-left-behind").mkdir()  # what a stopped LitServe leaves
+    finally:
+        bench_servers.stop(floor)
+    assert floor.scratch is None and not scratch.exists()
