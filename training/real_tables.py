@@ -45,6 +45,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {name} | {s['geomean_relative_mase']:.3f} | {s['mean_mase']:.3f} | "
             f"{s[f'coverage_{level}']:.2f} | {s['share_worse_than_1.5x_naive']:.2f} |"
         )
+    everything = report["summary"][who[0]]["all"]
+    goal = "–".join(f"{share:.2f}" for share in protocol["coverage_goal"])
+    overall.append(
+        f"\n{everything['values']} held-out values: exactly calibrated {level} % bands (each value missed "
+        f"independently) would cover {goal} of them with chance {everything['calibrated_in_goal']:.2f}."
+    )
     groups = [
         "| group (series; values, chance) | " + " | ".join(who) + " |",
         "| --- | " + " | ".join("---" for _ in who) + " |",
@@ -56,7 +62,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{report['summary'][name][group][f'coverage_{level}']:.2f}"
                 for name in who
             ]
-            label = f"{group} ({first['series']}; {first['values']}, {first['calibrated_in_group_goal']:.2f})"
+            label = f"{group} ({first['series']}; {first['values']}, {first['calibrated_in_goal']:.2f})"
             groups.append(f"| {label} | " + " | ".join(cells) + " |")
     title = (
         f"Per frequency group: geo-mean relative MASE / {level} % coverage. Beside each group, its series, "
