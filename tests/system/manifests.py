@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from serving import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = REPO_ROOT / "deploy"
 VARIANTS = {
     "base": (DEPLOY / "base",),
