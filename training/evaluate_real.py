@@ -6,14 +6,14 @@ The windows are `training.real_series`'s: each series' last h values held out, a
 of history before them (`--origins` and `--horizon-scale` add earlier and longer windows). The served
 forecaster runs as the service runs it: the model located and checked against its metadata, opened by
 the service's ONNX Runtime, each history checked by the forecasting task's input rules (its metadata's
-`min_length` and `max_horizon`), cut to its `context_length` and padded by `service.series`, its 95 %
-interval computed by the task's `answer`.
+`min_length` and `max_horizon`), cut to its `context_length` and padded by `service.series`, its
+intervals (95 % and 80 %, a forecast's default levels) computed by the task's `answer`.
 A window the model refuses is listed with the reason and scored for no forecaster. A model whose graph
 takes a season hint (series_gru) runs twice: with the group's season length m as `season_length`
 ("m given"), and without one ("m detected").
 
 Baselines (statsforecast, the `eval` extra): `SeasonalNaive`, `AutoETS`, `AutoTheta`, `AutoARIMA`, each
-with season length m, `forecast(y=history, h=h, level=[95])`. statsforecast's ETS fits no seasonal
+with season length m, `forecast(y=history, h=h, level=[80, 95])`. statsforecast's ETS fits no seasonal
 component when m > 24, and a seasonal ARIMA with m = 48 or 52 takes minutes a series; so, for m > 24,
 AutoETS and AutoARIMA are fitted to the series that MSTL has seasonally adjusted (period m), and MSTL adds
 its seasonal component back (`MSTL(season_length=m, trend_forecaster=AutoETS(model="ZZN"))`, or
@@ -25,9 +25,10 @@ detected; each series' report names the candidates it weighed and their weights.
 Per series: MASE (the forecast's MAE over the in-sample MAE of the seasonal naive forecast, lag m, or
 lag 1 when the history is shorter than 2m), relative MASE (MASE over the seasonal naive forecast's
 MASE on the same window, so the scale cancels) and the share of held-out values inside the 95 %
-interval. Per frequency group and over all series: the geometric mean of relative MASE, the mean of
-MASE and of coverage, the share of series whose relative MASE exceeds 1.5, the held-out values, and the
-chance that exactly calibrated bands would cover 0.85–0.99 of those values (`training.real_tables`).
+interval (and inside the 80 % one). Per frequency group and over all series: the geometric mean of
+relative MASE, the mean of MASE and of each coverage, the share of series whose relative MASE exceeds
+1.5, the held-out values, and the chance that exactly calibrated 95 % bands would cover 0.85–0.99 of
+those values (`training.real_tables`).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import numpy as np
 from service.config import Settings
 from service.loading import load_model
 from service.metrics import ServiceMetrics
-from service.series import interval
+from service.series import interval, normal_quantile
 from service.tasks.forecasts import Forecaster, SeriesInput, level_key
 from training import candidates
 from training.metrics import seasonal_naive
@@ -55,6 +56,9 @@ from training.real_tables import calibrated_chance, markdown, per_series_markdow
 logger = logging.getLogger(__name__)
 
 LEVEL = 95.0
+"""The level of the bands the goals judge."""
+LEVELS = (80.0, LEVEL)
+"""The levels scored: the goals' and, with it, a forecast's default levels (80 and 95)."""
 WORSE = 1.5
 """A forecaster does much worse than seasonal naive on a series when its relative MASE exceeds this."""
 BASELINES = ("SeasonalNaive", "AutoETS", "AutoTheta", "AutoARIMA")
@@ -66,12 +70,20 @@ MAX_ETS_SEASON = 24
 
 @dataclass(frozen=True)
 class Forecast:
-    """A point forecast over the horizon, its 95 % bounds, and the model that made it."""
+    """A point forecast over the horizon, its lower and upper bounds at each of `LEVELS`, and the model
+    that made it."""
 
     mean: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
+    bounds: dict[float, tuple[np.ndarray, np.ndarray]]
     fitted: str
+
+    @property
+    def lower(self) -> np.ndarray:
+        return self.bounds[LEVEL][0]
+
+    @property
+    def upper(self) -> np.ndarray:
+        return self.bounds[LEVEL][1]
 
 
 def served_model(model_dir: Path, name: str, version: str | None) -> Forecaster:
@@ -97,11 +109,11 @@ def refusal(model: Forecaster, window: Window) -> str | None:
 def served_forecasts(
     model: Forecaster, accepted: Sequence[Window], season_given: bool = False
 ) -> list[Forecast]:
-    """The model's forecast and 95 % interval for each window, all in one padded batch, through the
+    """The model's forecast and intervals (`LEVELS`) for each window, all in one padded batch, through the
     forecasting task's own windows (`queries`), model call (`run_batch`) and answer (`answer`); with
     `season_given`, each window's group season goes with it as the `season_length` hint."""
     inputs = [
-        SeriesInput(w.history, w.horizon, (LEVEL,), season=w.series.season if season_given else None)
+        SeriesInput(w.history, w.horizon, LEVELS, season=w.series.season if season_given else None)
         for w in accepted
     ]
     queries = model.queries(inputs)
@@ -110,8 +122,11 @@ def served_forecasts(
     forecasts = []
     for query, (mean, std) in zip(queries, moments, strict=True):
         answer = model.answer(query, mean, std)
-        bounds = answer["intervals"][level_key(LEVEL)]
-        forecasts.append(Forecast(answer["forecast"], bounds["lower"], bounds["upper"], fitted))
+        intervals = [answer["intervals"][level_key(level)] for level in LEVELS]
+        bounds = {
+            level: (band["lower"], band["upper"]) for level, band in zip(LEVELS, intervals, strict=True)
+        }
+        forecasts.append(Forecast(answer["forecast"], bounds, fitted))
     return forecasts
 
 
@@ -133,11 +148,11 @@ def baseline_model(method: str, season: int) -> tuple[Any, str]:
 def baseline_forecast(method: str, window: Window) -> Forecast:
     model, fitted = baseline_model(method, window.series.season)
     try:
-        answer = model.forecast(y=window.history, h=window.horizon, level=[int(LEVEL)])
+        answer = model.forecast(y=window.history, h=window.horizon, level=[int(level) for level in LEVELS])
     except Exception as exc:  # statsforecast raises many types; say which series and model failed
         raise RuntimeError(f"{fitted} failed on {window.series.name}: {exc}") from exc
-    suffix = f"{LEVEL:g}"
-    return Forecast(answer["mean"], answer[f"lo-{suffix}"], answer[f"hi-{suffix}"], fitted)
+    bounds = {level: (answer[f"lo-{level:g}"], answer[f"hi-{level:g}"]) for level in LEVELS}
+    return Forecast(answer["mean"], bounds, fitted)
 
 
 CANDIDATES = {"candidates (m given)": True, "candidates (m detected)": False}
@@ -150,7 +165,9 @@ def candidate_forecast(window: Window, season_given: bool) -> Forecast:
     m = window.series.season if season_given else None
     mean, lower, upper = candidates.forecast(history, h, m)
     weights = ", ".join(f"{k} {v:.2f}" for k, v in candidates.chosen(history, h, m).items())
-    return Forecast(mean, lower, upper, f"m={candidates.season_length(history, m)}: {weights}")
+    std = (upper - lower) / 2 / normal_quantile(LEVEL)  # the combiner's bands are Gaussian
+    bounds = {level: interval(mean, std, level) for level in LEVELS}
+    return Forecast(mean, bounds, f"m={candidates.season_length(history, m)}: {weights}")
 
 
 def mase_scale(history: np.ndarray, season: int) -> float:
@@ -171,32 +188,30 @@ def reference(window: Window) -> tuple[float, float]:
 
 
 def gaussian_forecast(window: Window, mean: np.ndarray, std: np.ndarray, fitted: str) -> Forecast:
-    """A model's mean and std cut to the window's horizon, with the 95 % interval mean ± z·std."""
+    """A model's mean and std cut to the window's horizon, with each level's interval mean ± z·std."""
     h = window.horizon
-    lower, upper = interval(mean[:h], std[:h], LEVEL)
-    return Forecast(mean[:h], lower, upper, fitted)
+    return Forecast(mean[:h], {level: interval(mean[:h], std[:h], level) for level in LEVELS}, fitted)
 
 
 def scores(window: Window, forecast: Forecast, naive_mase: float, scale: float) -> dict[str, Any]:
     mase = float(np.abs(forecast.mean - window.truth).mean()) / scale
-    inside = (window.truth >= forecast.lower) & (window.truth <= forecast.upper)
-    return {
-        "mase": mase,
-        "relative_mase": mase / naive_mase,
-        f"coverage_{LEVEL:g}": float(inside.mean()),
-        "fitted": forecast.fitted,
+    covered = {
+        f"coverage_{level:g}": float(((window.truth >= lower) & (window.truth <= upper)).mean())
+        for level, (lower, upper) in forecast.bounds.items()
     }
+    return {"mase": mase, "relative_mase": mase / naive_mase, **covered, "fitted": forecast.fitted}
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
-    """Geometric-mean relative MASE, mean MASE, mean coverage and the share of series much worse than
-    seasonal naive, over `rows` (one per series)."""
+    """Geometric-mean relative MASE, mean MASE, mean coverage at each level and the share of series much
+    worse than seasonal naive, over `rows` (one per series)."""
     relative = np.array([r["relative_mase"] for r in rows])
+    levels = [f"coverage_{level:g}" for level in LEVELS]
     return {
         "series": len(rows),
         "geomean_relative_mase": float(np.exp(np.log(relative).mean())),
         "mean_mase": float(np.mean([r["mase"] for r in rows])),
-        f"coverage_{LEVEL:g}": float(np.mean([r[f"coverage_{LEVEL:g}"] for r in rows])),
+        **{key: float(np.mean([r[key] for r in rows])) for key in levels},
         "share_worse_than_1.5x_naive": float(np.mean(relative > WORSE)),
     }
 
@@ -320,6 +335,7 @@ def describe(set_name: str, sample: int | None) -> dict[str, Any]:
         "groups": {g: {"season": f.season, "horizon": f.horizon} for g, f in FREQUENCIES.items()},
         "max_history": MAX_HISTORY,
         "level": LEVEL,
+        "levels": list(LEVELS),
         "worse": WORSE,
         "coverage_goal": COVERAGE_GOAL,
         "group_coverage_goal": GROUP_COVERAGE_GOAL,
@@ -328,8 +344,8 @@ def describe(set_name: str, sample: int | None) -> dict[str, Any]:
         "series, group_coverage_goal in a group)",
         "mase_scale": "in-sample seasonal naive MAE, lag m (lag 1 when the history is shorter than 2m)",
         "relative_mase": "MASE / the seasonal naive forecast's MASE on the same window",
-        "summary": "geometric mean of relative MASE; mean MASE; mean coverage; share of series with "
-        f"relative MASE > {WORSE}",
+        "summary": "geometric mean of relative MASE; mean MASE; mean coverage at each level; share of "
+        f"series with relative MASE > {WORSE}",
         "long_seasons": f"m > {MAX_ETS_SEASON}: AutoETS and AutoARIMA fit MSTL's seasonally adjusted series",
     }
 

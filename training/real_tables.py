@@ -27,23 +27,27 @@ def calibrated_chance(values: int, level: float, low: float, high: float) -> flo
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report's summary as two Markdown tables: over all series, one row per forecaster; then per
+    """The report's summary as two Markdown tables: over all series, one row per forecaster (with the
+    coverage of the report's other levels in the last columns); then per
     frequency group, one column per forecaster, each group with its series, its held-out values and the
     chance that calibrated bands cover a share of them within the group goal."""
     protocol = report["protocol"]
     level, worse = f"{protocol['level']:g}", protocol["worse"]
+    others = [f"{other:g}" for other in protocol.get("levels", []) if f"{other:g}" != level]
     low, high = protocol["group_coverage_goal"]
     who = report["forecasters"]
     overall = [
         f"| forecaster ({report['summary'][who[0]]['all']['series']} series) | geo-mean rel. MASE | "
-        f"mean MASE | {level} % coverage | share > {worse}× naive |",
-        "| --- | --- | --- | --- | --- |",
+        f"mean MASE | {level} % coverage | share > {worse}× naive |"
+        + "".join(f" {other} % coverage |" for other in others),
+        "| --- | --- | --- | --- | --- |" + " --- |" * len(others),
     ]
     for name in who:
         s = report["summary"][name]["all"]
         overall.append(
             f"| {name} | {s['geomean_relative_mase']:.3f} | {s['mean_mase']:.3f} | "
             f"{s[f'coverage_{level}']:.2f} | {s['share_worse_than_1.5x_naive']:.2f} |"
+            + "".join(f" {s[f'coverage_{other}']:.2f} |" for other in others)
         )
     everything = report["summary"][who[0]]["all"]
     goal = "–".join(f"{share:.2f}" for share in protocol["coverage_goal"])

@@ -107,7 +107,7 @@ def test_the_protocols_candidates_option_gives_finite_metrics(tmp_path: Path, mo
         for who in combiners:
             numbers = scored["forecasters"][who]
             assert math.isfinite(numbers["mase"]) and numbers["mase"] > 0, (name, who)
-            assert 0.0 <= numbers["coverage_95"] <= 1.0, (name, who)
+            assert 0.0 <= numbers["coverage_80"] <= numbers["coverage_95"] <= 1.0, (name, who)
             assert numbers["fitted"].startswith("m="), (name, who)
         given = scored["forecasters"]["candidates (m given)"]["fitted"]
         assert given.startswith(f"m={scored['season']}:") or given.startswith("m=1:"), name

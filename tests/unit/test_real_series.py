@@ -120,6 +120,8 @@ def test_every_number_is_finite_and_every_coverage_a_share(report: dict[str, Any
             assert math.isfinite(numbers["mase"]) and numbers["mase"] > 0, (name, who)
             assert math.isfinite(numbers["relative_mase"]) and numbers["relative_mase"] > 0, (name, who)
             assert 0.0 <= numbers["coverage_95"] <= 1.0, (name, who)
+            # The 80 % band lies inside the 95 % one, so it can cover no more of the values.
+            assert 0.0 <= numbers["coverage_80"] <= numbers["coverage_95"], (name, who)
     for who, groups in report["summary"].items():
         assert groups["all"]["series"] == SAMPLE
         for group, summary in groups.items():
@@ -127,6 +129,7 @@ def test_every_number_is_finite_and_every_coverage_a_share(report: dict[str, Any
             assert (
                 0.0 <= summary["coverage_95"] <= 1.0 and 0.0 <= summary["share_worse_than_1.5x_naive"] <= 1.0
             )
+            assert 0.0 <= summary["coverage_80"] <= summary["coverage_95"], (who, group)
 
 
 def test_statsforecasts_seasonal_naive_is_the_reference_exactly(report: dict[str, Any]) -> None:
@@ -137,6 +140,15 @@ def test_statsforecasts_seasonal_naive_is_the_reference_exactly(report: dict[str
     for summary in report["summary"]["SeasonalNaive"].values():
         assert summary["geomean_relative_mase"] == 1.0
         assert summary["share_worse_than_1.5x_naive"] == 0.0
+
+
+def test_a_baselines_80_percent_band_is_statsforecasts_own(report: dict[str, Any]) -> None:
+    from statsforecast.models import AutoETS
+
+    w = window(CATALOGUE["airpassengers"])
+    answer = AutoETS(season_length=12).forecast(y=w.history, h=w.horizon, level=[80])
+    inside = (w.truth >= answer["lo-80"]) & (w.truth <= answer["hi-80"])
+    assert report["series"]["airpassengers"]["forecasters"]["AutoETS"]["coverage_80"] == inside.mean()
 
 
 def test_long_seasons_fit_ets_to_the_seasonally_adjusted_series(report: dict[str, Any]) -> None:
@@ -165,13 +177,14 @@ def test_the_served_models_numbers_match_its_onnx_session(
     feeds = {"series": series, "mask": mask, "season": season}
     mean, std = (a[0, :h].astype(np.float64) for a in session.run(["mean", "std"], feeds))
     scale = np.abs(w.history[w.series.season :] - w.history[: -w.series.season]).mean()
-    half = normal_quantile(95.0) * std
+    half, half_80 = normal_quantile(95.0) * std, normal_quantile(80.0) * std
     scored = report["series"][name]["forecasters"][MODEL if given else DETECTED]
     # float32 forecasts of values far from zero (co2: about 370) round to about 1e-7 of the values: alone
     # here, in a batch of other lengths there.
     rounding = 1e-6 * np.abs(w.history).max() / scale
     assert scored["mase"] == pytest.approx(np.abs(mean - w.truth).mean() / scale, rel=1e-5, abs=rounding)
     assert scored["coverage_95"] == np.mean(np.abs(w.truth - mean) <= half)
+    assert scored["coverage_80"] == np.mean(np.abs(w.truth - mean) <= half_80)
     assert scored["fitted"].startswith(f"series_gru v{SERVED} (ONNX Runtime")
 
 
@@ -184,8 +197,10 @@ def test_the_tables_have_a_row_per_forecaster_and_per_group(report: dict[str, An
     rows = [line for line in markdown(report).splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) == 2 + len(report["forecasters"]) + SAMPLE
     assert rows[0].startswith("| forecaster (6 series) |")
-    assert rows[1].startswith(f"| {MODEL} | ")
+    assert rows[0].endswith("| 95 % coverage | share > 1.5× naive | 80 % coverage |")
     everything, other = report["summary"][MODEL]["all"], report["summary"][MODEL]["other"]
+    assert rows[1].startswith(f"| {MODEL} | ")
+    assert rows[1].endswith(f" | {everything['coverage_80']:.2f} |")
     assert (
         f"\n{everything['values']} held-out values: exactly calibrated 95 % bands (each value missed "
         f"independently) would cover 0.90–0.98 of them with chance {everything['calibrated_in_goal']:.2f}.\n"
