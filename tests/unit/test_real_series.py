@@ -19,7 +19,6 @@ from training import evaluate_forecast
 from training.evaluate_real import COVERAGE_GOAL, GROUP_COVERAGE_GOAL, mase_scale, refusal, served_model
 from training.real_series import (
     CATALOGUE,
-    EMPLOYMENT,
     FREQUENCIES,
     HELD_OUT,
     HELD_OUT_2,
@@ -31,6 +30,7 @@ from training.real_series import (
     windows,
 )
 from training.real_tables import calibrated_chance, markdown
+from training.textbook_series import HELD_OUT_3, VALIDATION_2
 
 SAMPLE = 6
 SERVED = newest_version(Path(__file__).resolve().parents[2] / "models", "series_gru").name  # as served
@@ -51,15 +51,24 @@ def report(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> dict[s
 
 
 def test_the_sets_split_the_catalogue_into_different_series() -> None:
-    sets = (set(VALIDATION), set(EMPLOYMENT), set(HELD_OUT), set(HELD_OUT_2))
+    sets = [set(names) for names in SETS.values()]
     assert all(not a & b for i, a in enumerate(sets) for b in sets[i + 1 :])
     assert set.union(*sets) == set(CATALOGUE)
-    assert sum(map(len, sets)) == len(VALIDATION) + len(EMPLOYMENT) + len(HELD_OUT) + len(HELD_OUT_2)
+    assert sum(map(len, sets)) == sum(map(len, SETS.values())) == len(CATALOGUE)
+    assert len(VALIDATION_2) == len(HELD_OUT_3) == 20
     # Series of one phenomenon lie in one set, or in the held-out sets only.
     assert {"sunspots.monthly", "sunspots.yearly"} <= set(HELD_OUT)
     assert "msft.close" in VALIDATION and not any(name.startswith("stocks.MSFT") for name in CATALOGUE)
     copper = {name for name in CATALOGUE if name.startswith("copper.")}
     assert copper <= set(HELD_OUT) | set(HELD_OUT_2)
+    tourism = {"fpp2.arrivals.Japan", "fpp2.arrivals.US", "fpp2.austourists", "fpp2.austa"}
+    assert tourism <= set(VALIDATION_2)
+    electricity = {"fpp2.usmelec", "fpp2.qauselec", "fpp2.elecdaily.Demand", "fpp2.elecdemand.Demand"}
+    assert electricity <= set(HELD_OUT_3) and "taylor" in HELD_OUT
+    # A series another set holds already is not taken again from R's copies.
+    sources = [CATALOGUE[name].source for name in (*VALIDATION_2, *HELD_OUT_3)]
+    for copy in ("AirPassengers", "austres", "lynx", "Nile", "sunspot", "ausbeer", "elecequip", "co2"):
+        assert not any(f" {copy}" in source for source in sources), copy
 
 
 def test_every_window_holds_out_its_groups_horizon_after_at_most_1024_values() -> None:
