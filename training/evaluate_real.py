@@ -217,7 +217,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def evaluate_real(
-    set_name: str,
+    set_name: str | Sequence[str],
     model_dir: Path = Path("models"),
     name: str = "series_gru",
     version: str | None = None,
@@ -228,13 +228,16 @@ def evaluate_real(
     origins: int = 1,
     horizon_scale: int = 1,
 ) -> dict[str, Any]:
-    """The real-series protocol on set `set_name` (`sample` of its series when given); with
+    """The real-series protocol on set `set_name`, or on several sets read as one (`sample` of each set's
+    series when given); with
     `with_candidates`, the candidates' combiner too (m given, m detected); with `plot`, a picture of
     `PLOTTED` series' forecasts there; `origins` and `horizon_scale` as `training.real_series.windows`
     takes them."""
     model = served_model(model_dir, name, version)
     label = f"{name} v{model.version}"
-    chosen = windows(set_name, sample, origins, horizon_scale)
+    names = (set_name,) if isinstance(set_name, str) else tuple(set_name)
+    set_name = "+".join(names)
+    chosen = [w for name in names for w in windows(name, sample, origins, horizon_scale)]
     skipped = {w.label: reason for w in chosen if (reason := refusal(model, w))}
     accepted = [w for w in chosen if w.label not in skipped]
     if not accepted:
@@ -277,7 +280,7 @@ def evaluate_real(
             },
         }
     return {
-        "protocol": describe(set_name, sample) | {"origins": origins, "horizon_scale": horizon_scale},
+        "protocol": describe(names, sample) | {"origins": origins, "horizon_scale": horizon_scale},
         "model": label,
         "forecasters": list(forecasts),
         "series": series,
@@ -327,10 +330,10 @@ def summaries(series: dict[str, Any], who: str) -> dict[str, dict[str, float]]:
     return result
 
 
-def describe(set_name: str, sample: int | None) -> dict[str, Any]:
+def describe(names: Sequence[str], sample: int | None) -> dict[str, Any]:
     return {
-        "set": set_name,
-        "series": list(SETS[set_name]),
+        "set": "+".join(names),
+        "series": [series for name in names for series in SETS[name]],
         "sample": sample,
         "groups": {g: {"season": f.season, "horizon": f.horizon} for g, f in FREQUENCIES.items()},
         "max_history": MAX_HISTORY,
@@ -351,7 +354,7 @@ def describe(set_name: str, sample: int | None) -> dict[str, Any]:
 
 
 def run(
-    set_name: str,
+    set_name: str | Sequence[str],
     model_dir: Path,
     name: str,
     version: str | None,
@@ -364,6 +367,7 @@ def run(
     the JSON report to `out`."""
     report = evaluate_real(set_name, model_dir, name, version, baselines, sample, **options)
     label, cut = report["model"], report["protocol"]
+    set_name = cut["set"]
     suffix = "".join(f"_{k}{cut[k]}" for k in ("origins", "horizon_scale") if cut[k] > 1)
     out = out or Path("reports") / f"real_{set_name}{suffix}_{label.replace(' ', '_')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

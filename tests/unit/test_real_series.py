@@ -151,6 +151,19 @@ def test_statsforecasts_seasonal_naive_is_the_reference_exactly(report: dict[str
         assert summary["share_worse_than_1.5x_naive"] == 0.0
 
 
+def test_several_sets_are_read_as_one(tmp_path: Path, models_dir: Path) -> None:
+    out = tmp_path / "report.json"
+    evaluate_forecast.main(
+        ["--real", "--model-dir", str(models_dir), "--version", SERVED, "--set", "validation", "held-out-3",
+         "--sample", "2", "--out", str(out)]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["protocol"]["set"] == "validation+held-out-3"
+    assert report["protocol"]["series"] == [*VALIDATION, *HELD_OUT_3]
+    assert list(report["series"]) == [*spread(list(VALIDATION), 2), *spread(list(HELD_OUT_3), 2)]
+    assert report["summary"][MODEL]["all"]["series"] == 4
+
+
 def test_a_baselines_80_percent_band_is_statsforecasts_own(report: dict[str, Any]) -> None:
     from statsforecast.models import AutoETS
 
