@@ -217,7 +217,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
 
 
 def evaluate_real(
-    set_name: str | Sequence[str],
+    sets: str | Sequence[str],
     model_dir: Path = Path("models"),
     name: str = "series_gru",
     version: str | None = None,
@@ -228,16 +228,15 @@ def evaluate_real(
     origins: int = 1,
     horizon_scale: int = 1,
 ) -> dict[str, Any]:
-    """The real-series protocol on set `set_name`, or on several sets read as one (`sample` of each set's
-    series when given); with
-    `with_candidates`, the candidates' combiner too (m given, m detected); with `plot`, a picture of
-    `PLOTTED` series' forecasts there; `origins` and `horizon_scale` as `training.real_series.windows`
-    takes them."""
+    """The real-series protocol on the set named `sets`, or on several sets read as one (`sample` of each
+    set's series when given); with `with_candidates`, the candidates' combiner too (m given, m detected);
+    with `plot`, a picture of `PLOTTED` series' forecasts there; `origins` and `horizon_scale` as
+    `training.real_series.windows` takes them."""
     model = served_model(model_dir, name, version)
     label = f"{name} v{model.version}"
-    names = (set_name,) if isinstance(set_name, str) else tuple(set_name)
+    names = (sets,) if isinstance(sets, str) else tuple(sets)
     set_name = "+".join(names)
-    chosen = [w for name in names for w in windows(name, sample, origins, horizon_scale)]
+    chosen = [w for one in names for w in windows(one, sample, origins, horizon_scale)]
     skipped = {w.label: reason for w in chosen if (reason := refusal(model, w))}
     accepted = [w for w in chosen if w.label not in skipped]
     if not accepted:
@@ -354,7 +353,7 @@ def describe(names: Sequence[str], sample: int | None) -> dict[str, Any]:
 
 
 def run(
-    set_name: str | Sequence[str],
+    sets: str | Sequence[str],
     model_dir: Path,
     name: str,
     version: str | None,
@@ -365,7 +364,7 @@ def run(
 ) -> dict[str, Any]:
     """The CLI's `--real`: evaluate (`options` as `evaluate_real` takes them), print both tables, write
     the JSON report to `out`."""
-    report = evaluate_real(set_name, model_dir, name, version, baselines, sample, **options)
+    report = evaluate_real(sets, model_dir, name, version, baselines, sample, **options)
     label, cut = report["model"], report["protocol"]
     set_name = cut["set"]
     suffix = "".join(f"_{k}{cut[k]}" for k in ("origins", "horizon_scale") if cut[k] > 1)

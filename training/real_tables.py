@@ -27,10 +27,10 @@ def calibrated_chance(values: int, level: float, low: float, high: float) -> flo
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """The report's summary as two Markdown tables: over all series, one row per forecaster (with the
-    coverage of the report's other levels in the last columns); then per
-    frequency group, one column per forecaster, each group with its series, its held-out values and the
-    chance that calibrated bands cover a share of them within the group goal."""
+    """The report's summary as two Markdown tables: over all series, one row per forecaster (the coverage
+    of the report's other levels in the last columns); then per frequency group, one column per
+    forecaster, each group with its series, its held-out values and the chance that calibrated bands
+    cover a share of them within the group goal."""
     protocol = report["protocol"]
     level, worse = f"{protocol['level']:g}", protocol["worse"]
     others = [f"{other:g}" for other in protocol.get("levels", []) if f"{other:g}" != level]
